@@ -1,0 +1,225 @@
+"""The ``continual`` command: run, plot, demo, list.
+
+Bad input ends with one line on stderr (``continual: error: ...``) and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ContinualError
+
+DEMO_BENCHMARK = "split-digits"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise ContinualError(f"{message} (see '{self.prog} --help')")
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ContinualError(f"--set expects KEY=VALUE, got {item!r}")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def _class_order(text: str | None):
+    if text is None or text == "random":
+        return text
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise ContinualError(f"--class-order {text!r}: expected 'random' or comma-separated labels like 1,0,3,2") from None
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    """A tqdm bar over experiences, and the trainer callback that advances it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="exp", disable=True if quiet else None, leave=False, file=sys.stderr)
+
+    def callback(event: str, info: dict) -> None:
+        if event == "experience_end":
+            bar.update(1)
+            bar.set_postfix(acc=f"{100 * sum(info['row'][: info['index'] + 1]) / (info['index'] + 1):.1f}%")
+
+    return bar, callback
+
+
+def _run_many(configs, out: Path, quiet: bool) -> list:
+    """Run each configuration, save its result file, return the results."""
+    from .experiment import run
+    from .results import save_result
+
+    results = []
+    for cfg in configs:
+        resolved = cfg.resolve()
+        total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
+        bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
+        try:
+            result = run(cfg, callbacks=[callback])
+        finally:
+            bar.close()
+        path = out / f"{result.benchmark}_{result.scenario}_{_slug(result.label)}_seed{result.seed}.json"
+        save_result(result, path)
+        results.append(result)
+        if not quiet:
+            m = result.metrics
+            print(f"{result.label:<14} seed {result.seed}: final acc {100 * m['final_average_accuracy']:5.1f}%  "
+                  f"forgetting {100 * m['average_forgetting']:5.1f}%  ({result.timings['wall']:.2f} s) -> {path}", file=sys.stderr)
+    return results
+
+
+def _schedule(strategy: str) -> str:
+    from .strategies import get_strategy
+
+    return get_strategy(strategy).schedule
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in text)
+
+
+def cmd_run(args) -> int:
+    from .experiment import RunConfig
+    from .results import format_table, summarize
+
+    if args.seeds < 1:
+        raise ContinualError(f"--seeds {args.seeds} must be at least 1")
+    sets = _parse_sets(args.set)
+    base = RunConfig(
+        benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
+        class_order=_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, device=args.device,
+        label=args.label,
+    ).override(sets)
+    if base.label is None and base.params:
+        base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
+    base.resolve()  # check every name and value before anything runs
+    configs = [base.override({"seed": args.seed + k}) for k in range(args.seeds)]
+    results = _run_many(configs, Path(args.out), args.quiet)
+    print(format_table(summarize(results)))
+    print(f"results: {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plot import save_figures
+    from .results import find_results
+
+    results, problems = find_results(args.paths)
+    if not results:
+        raise ContinualError(f"no valid results files found in {', '.join(args.paths)}" + (f" ({'; '.join(problems)})" if problems else ""))
+    for p in problems:
+        print(f"continual: skipped {p}", file=sys.stderr)
+    out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
+    for path in save_figures(results, out, band=args.band):
+        print(path)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .experiment import RunConfig
+    from .plot import save_figures
+    from .results import format_table, summarize
+    from .strategies import STRATEGIES
+
+    out = Path(args.out)
+    print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental), {args.seeds} seeds, device {args.device}",
+          file=sys.stderr)
+    configs = [
+        RunConfig(benchmark=DEMO_BENCHMARK, strategy=name, scenario="class", device=args.device, seed=seed)
+        for name in STRATEGIES for seed in range(args.seeds)
+    ]
+    results = _run_many(configs, out, args.quiet)
+    print(format_table(summarize(results)))
+    figures = save_figures(results, out)
+    print(f"accuracy-over-tasks plot: {figures[0]}")
+    print(f"results and {len(figures) - 1} more figures: {out.resolve()}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .benchmarks import BENCHMARKS
+    from .strategies import STRATEGIES
+
+    print("benchmarks:")
+    for b in BENCHMARKS.values():
+        print(f"  {b.name:<18} {b.summary}")
+        print(f"  {'':<18} scenarios: {', '.join(b.scenarios)}; {b.num_experiences} experiences; "
+              f"model {b.model}, epochs {b.epochs}, lr {b.lr}, batch {b.batch_size}")
+    print("strategies:")
+    for s in STRATEGIES.values():
+        params = ", ".join(f"{k}={v}" for k, v in s.defaults.items())
+        print(f"  {s.name:<18} {s.summary}" + (f" [{params}]" if params else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="continual", description="Continual-learning benchmarks: run, plot, demo, list.")
+    parser.add_argument("--version", action="version", version=f"continual {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a strategy on a benchmark for one or more seeds")
+    p.add_argument("--benchmark", default="split-digits", help="a benchmark name (see 'continual list')")
+    p.add_argument("--strategy", default="finetune", help="a strategy name (see 'continual list')")
+    p.add_argument("--scenario", default=None, help="class, task or domain (default: the benchmark's)")
+    p.add_argument("--num-experiences", type=int, default=None, help="default: the benchmark's")
+    p.add_argument("--class-order", default=None, help="'random' (seeded) or comma-separated labels")
+    p.add_argument("--model", default=None, help="mlp or convnet (default: the benchmark's)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: the benchmark's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the benchmark's)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the benchmark's)")
+    p.add_argument("--optimizer", default="sgd", help="sgd or adam")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a strategy hyperparameter or config field")
+    p.add_argument("--label", default=None, help="name shown in tables and plots (default: the strategy)")
+    p.add_argument("--out", default="runs", help="folder for the results JSON files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plot", help="draw curves and heatmaps from results files or folders")
+    p.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: the first folder given)")
+    p.add_argument("--band", default="ci", choices=("ci", "std", "none"), help="band over seeds")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")
+    p.add_argument("--out", default="continual-demo", help="folder for results and figures")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("list", help="list benchmarks and strategies")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ContinualError as exc:
+        print(f"continual: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("continual: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Figures from results: accuracy-over-tasks curves, per-experience curves, accuracy-matrix heatmaps.
+
+Every function draws into the ``ax`` it is given (or a new figure's) and returns the figure; none
+calls ``plt.show()``. Curves over seeds show the mean and a band: by default the 95% confidence
+interval of the mean from the t distribution (``band="ci"``); ``"std"`` (standard deviation) and
+``"none"`` are also offered. The legend says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .errors import ContinualError  # noqa: E402
+from .metrics import accuracy_curve, t_quantile_975  # noqa: E402
+from .results import Result, group_results  # noqa: E402
+
+BANDS = ("ci", "std", "none")
+
+
+def _axes(ax):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        return fig, ax
+    return ax.figure, ax
+
+
+def _mean_band(curves: np.ndarray, band: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over rows and the band's half-width (0 for one row or ``band="none"``)."""
+    if band not in BANDS:
+        raise ContinualError(f"unknown band {band!r}; expected one of {', '.join(BANDS)}")
+    mean = curves.mean(axis=0)
+    n = curves.shape[0]
+    if n < 2 or band == "none":
+        return mean, np.zeros_like(mean)
+    std = curves.std(axis=0, ddof=1)
+    if band == "std":
+        return mean, std
+    return mean, t_quantile_975(n - 1) * std / np.sqrt(n)
+
+
+def _band_label(n: int, band: str) -> str:
+    if n < 2 or band == "none":
+        return f"n={n}"
+    return f"mean ± {'95% CI' if band == 'ci' else 'std'}, n={n}"
+
+
+def plot_accuracy_curves(results: Sequence[Result], *, ax=None, band: str = "ci", title: str | None = None):
+    """Average accuracy on the experiences seen so far (A_k) against experiences trained, one line
+    per strategy (label), mean over seeds with a band.
+
+    Args:
+        results: results of one benchmark and scenario (several strategies and seeds).
+        ax: a matplotlib Axes to draw into (default: a new figure).
+        band: ``"ci"`` (95% t interval of the mean), ``"std"`` or ``"none"``.
+        title: the axes title (default: benchmark and scenario).
+    """
+    if not results:
+        raise ContinualError("no results to plot")
+    fig, ax = _axes(ax)
+    for (bench, scenario, label), group in group_results(results).items():
+        curves = np.stack([accuracy_curve(r.acc_matrix) for r in group])  # (seeds, T)
+        mean, half = _mean_band(curves, band)
+        x = np.arange(1, len(mean) + 1)
+        (line,) = ax.plot(x, 100 * mean, marker="o", label=f"{label} ({_band_label(len(group), band)})")
+        if half.any():
+            ax.fill_between(x, 100 * (mean - half), 100 * (mean + half), color=line.get_color(), alpha=0.2, linewidth=0)
+    first = results[0]
+    ax.set_title(title or f"{first.benchmark} ({first.scenario}-incremental)")
+    ax.set_xlabel("experiences trained")
+    ax.set_ylabel("average accuracy on experiences seen (%)")
+    ax.set_xticks(np.arange(1, len(first.acc_matrix) + 1))
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_per_experience(results: Sequence[Result], *, ax=None, band: str = "ci", title: str | None = None):
+    """Accuracy on each experience (one line each) from the random initialisation (x = 0) through
+    every training step, mean over the given results (one strategy, several seeds)."""
+    if not results:
+        raise ContinualError("no results to plot")
+    fig, ax = _axes(ax)
+    rows = np.stack([np.vstack([r.random_init, r.acc_matrix]) for r in results])  # (seeds, T+1, T)
+    T = rows.shape[2]
+    x = np.arange(T + 1)
+    for j in range(T):
+        mean, half = _mean_band(rows[:, :, j], band)
+        (line,) = ax.plot(x, 100 * mean, marker=".", label=f"experience {j}")
+        if half.any():
+            ax.fill_between(x, 100 * (mean - half), 100 * (mean + half), color=line.get_color(), alpha=0.15, linewidth=0)
+    r0 = results[0]
+    ax.set_title(title or f"{r0.label} on {r0.benchmark} ({r0.scenario}), {_band_label(len(results), band)}")
+    ax.set_xlabel("experiences trained (0 = random init)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(x)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_accuracy_matrix(acc_matrix, *, ax=None, title: str | None = None):
+    """Heatmap of an accuracy matrix (rows: after training on experience i; columns: tested on j),
+    with each cell's value in percent."""
+    R = 100 * np.asarray(acc_matrix, dtype=float)
+    if R.ndim != 2 or R.shape[0] != R.shape[1]:
+        raise ContinualError(f"an accuracy matrix must be square; got shape {R.shape}")
+    fig, ax = _axes(ax)
+    im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
+    T = R.shape[0]
+    for i in range(T):
+        for j in range(T):
+            ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=8, color="white" if R[i, j] < 60 else "black")
+    ax.set_xticks(range(T))
+    ax.set_yticks(range(T))
+    ax.set_xlabel("tested on experience j")
+    ax.set_ylabel("after training on experience i")
+    ax.set_title(title or "accuracy matrix (%)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = "ci") -> list[Path]:
+    """Write the standard figures for ``results`` into ``out_dir`` and return their paths.
+
+    Per benchmark and scenario: ``curves_<benchmark>_<scenario>.png`` (every strategy); per
+    strategy: ``experiences_...png`` and ``matrix_...png`` (mean over seeds).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    by_setting: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        by_setting.setdefault((r.benchmark, r.scenario), []).append(r)
+    for (bench, scenario), group in sorted(by_setting.items()):
+        fig = plot_accuracy_curves(group, band=band)
+        written.append(_save(fig, out / f"curves_{_slug(bench)}_{scenario}.png"))
+        for (_, _, label), runs in group_results(group).items():
+            stem = f"{_slug(bench)}_{scenario}_{_slug(label)}"
+            written.append(_save(plot_per_experience(runs, band=band), out / f"experiences_{stem}.png"))
+            mean = np.mean([r.acc_matrix for r in runs], axis=0)
+            fig = plot_accuracy_matrix(mean, title=f"{label} on {bench} ({scenario}), mean of {len(runs)} (%)")
+            written.append(_save(fig, out / f"matrix_{stem}.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)  # a figure is replaced whole or not at all
+    return path

@@ -1,0 +1,235 @@
+"""Results of a run as versioned JSON: save atomically, load with validation, group over seeds.
+
+One file per run. Schema (version 1)::
+
+    {"schema": "continual.result", "version": 1,
+     "config": {...resolved run configuration...}, "seed": 0,
+     "acc_matrix": [[...T floats...] x T], "random_init": [...T floats...],
+     "metrics": {"final_average_accuracy": ..., ...},
+     "timings": {"train": [...], "eval": [...], "plugins": [...], "total_train": ..., "wall": ...},
+     "penalties": {"EWC": [...mean penalty per experience...]},
+     "extra": {...method-specific records, e.g. head sizes...},
+     "environment": {"torch": "2.x", "device": "cpu", ...}, "created": "ISO time"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ContinualError
+from .metrics import AccuracyMatrix
+
+SCHEMA = "continual.result"
+VERSION = 1
+
+
+@dataclass
+class Result:
+    """Everything one run produced (see the module docstring for the file layout)."""
+
+    config: dict
+    seed: int
+    acc_matrix: list[list[float]]
+    random_init: list[float]
+    metrics: dict[str, float]
+    timings: dict[str, object]
+    penalties: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+    environment: dict[str, object] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def strategy(self) -> str:
+        return str(self.config.get("strategy", "?"))
+
+    @property
+    def label(self) -> str:
+        """The name a run is shown under: the config's ``label`` if given, else the strategy."""
+        return str(self.config.get("label") or self.strategy)
+
+    @property
+    def benchmark(self) -> str:
+        return str(self.config.get("benchmark", "?"))
+
+    @property
+    def scenario(self) -> str:
+        return str(self.config.get("scenario", "?"))
+
+    def matrix(self) -> AccuracyMatrix:
+        return AccuracyMatrix.from_rows(self.acc_matrix, self.random_init)
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "version": VERSION, **asdict(self)}
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a results file")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader never sees a half-written file and an existing good file is only ever replaced whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_result(result: Result, path: str | Path) -> Path:
+    """Write ``result`` as JSON to ``path`` atomically (temporary file, then rename)."""
+    text = json.dumps(result.to_dict(), indent=1, default=_json_default, allow_nan=True)
+    return atomic_write_text(path, text)
+
+
+_REQUIRED = {"config": dict, "seed": int, "acc_matrix": list, "random_init": list, "metrics": dict, "timings": dict}
+
+
+def result_from_dict(obj: object, source: str = "result") -> Result:
+    """Validate a decoded results object and build a :class:`Result`; errors name what is wrong."""
+    if not isinstance(obj, dict):
+        raise ContinualError(f"{source}: expected a JSON object, got {type(obj).__name__}")
+    if obj.get("schema") != SCHEMA:
+        raise ContinualError(f"{source}: not a continual results file (schema {obj.get('schema')!r}, expected {SCHEMA!r})")
+    if obj.get("version") != VERSION:
+        raise ContinualError(f"{source}: results schema version {obj.get('version')!r} is not supported (expected {VERSION})")
+    for key, kind in _REQUIRED.items():
+        if key not in obj:
+            raise ContinualError(f"{source}: missing key {key!r}")
+        if not isinstance(obj[key], kind):
+            raise ContinualError(f"{source}: {key!r} must be a {kind.__name__}, got {type(obj[key]).__name__}")
+    R = obj["acc_matrix"]
+    T = len(R)
+    if T == 0 or any(not isinstance(row, list) or len(row) != T for row in R):
+        raise ContinualError(f"{source}: 'acc_matrix' must be a non-empty square list of lists")
+    try:
+        values = [float(v) for row in R for v in row] + [float(v) for v in obj["random_init"]]
+    except (TypeError, ValueError):
+        raise ContinualError(f"{source}: 'acc_matrix' and 'random_init' must hold numbers") from None
+    if len(obj["random_init"]) != T:
+        raise ContinualError(f"{source}: 'random_init' has {len(obj['random_init'])} entries for {T} experiences")
+    if any(not (0.0 <= v <= 1.0) for v in values if not math.isnan(v)):
+        raise ContinualError(f"{source}: accuracies must lie in [0, 1]")
+    fields = {k: obj[k] for k in Result.__dataclass_fields__ if k in obj}
+    return Result(**fields)
+
+
+def load_result(path: str | Path) -> Result:
+    """Read and validate one results file.
+
+    Raises:
+        ContinualError: naming the file and what is wrong (missing, not JSON, wrong schema...).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ContinualError(f"{path}: no such results file") from None
+    except OSError as exc:
+        raise ContinualError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContinualError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return result_from_dict(obj, str(path))
+
+
+def find_results(paths: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
+    """Load every results file under ``paths`` (files, or folders searched recursively for ``*.json``).
+
+    Returns:
+        ``(results, problems)``: the valid results, and one message per file that was missing,
+        malformed or not a results file (these are skipped, not fatal).
+    """
+    results, problems = [], []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*.json") if not f.name.startswith("."))
+        elif p.exists():
+            files = [p]
+        else:
+            problems.append(f"{p}: no such file or folder")
+            continue
+        for f in files:
+            try:
+                results.append(load_result(f))
+            except ContinualError as exc:
+                problems.append(str(exc))
+    return results, problems
+
+
+def group_results(results: Iterable[Result]) -> dict[tuple[str, str, str], list[Result]]:
+    """Results grouped by (benchmark, scenario, label), each group sorted by seed."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.benchmark, r.scenario, r.label), []).append(r)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in sorted(groups.items())}
+
+
+TABLE_METRICS = (
+    ("final_average_accuracy", "final acc", 100.0),
+    ("average_forgetting", "forgetting", 100.0),
+    ("backward_transfer", "BWT", 100.0),
+    ("forward_transfer", "FWT", 100.0),
+)
+
+
+def summarize(results: Iterable[Result]) -> list[dict[str, object]]:
+    """One row per (benchmark, scenario, label): each headline metric and the training plus
+    evaluation time as ``(mean, 95% CI half-width)`` over seeds (t distribution; NaN half-width
+    for one seed)."""
+    from .metrics import mean_ci
+
+    rows = []
+    for (bench, scenario, label), group in group_results(results).items():
+        row: dict[str, object] = {"benchmark": bench, "scenario": scenario, "strategy": label, "seeds": len(group)}
+        for key, _, _ in TABLE_METRICS:
+            values = [r.metrics[key] for r in group if key in r.metrics]
+            row[key] = mean_ci(values) if values else (math.nan, math.nan)
+        row["time"] = mean_ci([float(r.timings.get("total_train", 0.0)) + float(r.timings.get("total_eval", 0.0)) for r in group])
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """A fixed-width text table of :func:`summarize` rows: metrics in percent, mean ± 95% CI."""
+
+    def cell(pair, scale: float, digits: int) -> str:
+        m, h = pair
+        if math.isnan(m):
+            return "-"
+        return f"{scale * m:.{digits}f}" if math.isnan(h) else f"{scale * m:.{digits}f} ± {scale * h:.{digits}f}"
+
+    header = ["benchmark", "scenario", "strategy", "seeds"] + [name + " (%)" for _, name, _ in TABLE_METRICS] + ["train+eval (s)"]
+    body = [
+        [str(r["benchmark"]), str(r["scenario"]), str(r["strategy"]), str(r["seeds"])]
+        + [cell(r[key], scale, 1) for key, _, scale in TABLE_METRICS]
+        + [cell(r["time"], 1.0, 2)]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+    fmt = lambda line: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths)))  # noqa: E731
+    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body]
+    note = "mean ± 95% CI over seeds (t distribution)" if any(r["seeds"] > 1 for r in rows) else "single seed"
+    return "\n".join(lines + [note])

@@ -1,0 +1,128 @@
+"""Strategies: names mapped to a training schedule and a set of plugins.
+
+A :class:`Strategy` is data, not a subclass of the trainer: its ``schedule`` says which data each
+step trains on and ``make_plugins(params, context)`` builds its plugins from its hyperparameters.
+Modules that add methods register them here with :func:`register`.
+
+Baselines defined here:
+    - ``finetune``: naive sequential training, the lower bound (no plugin).
+    - ``joint``: one model trained on the union of all experiences, the upper bound; its single
+      row is reported against every experience.
+    - ``cumulative``: at each step, continue training on all data seen so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ContinualError
+from .streams import Stream
+from .trainer import SCHEDULES, Schedule
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a plugin factory may need to know about the run it is built for."""
+
+    stream: Stream
+    device: torch.device
+    seed: int
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named way to train on a stream.
+
+    Attributes:
+        name: the registry name (``continual run --strategy NAME``).
+        summary: one line for ``continual list``.
+        schedule: ``"sequential"``, ``"cumulative"`` or ``"joint"`` (see :meth:`Trainer.run`).
+        defaults: hyperparameters and their defaults (the paper's, where there is one); their types
+            are the types accepted by overrides.
+        make_plugins: ``(params, context) -> list of plugins``; ``params`` holds every default,
+            overridden by the user's values.
+    """
+
+    name: str
+    summary: str
+    schedule: Schedule = "sequential"
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    make_plugins: Callable[[dict, Context], list] = lambda params, context: []
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ContinualError(f"strategy {self.name!r}: unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+    def params(self, overrides: Mapping[str, object] | None = None) -> dict:
+        """The defaults with ``overrides`` applied; strings are parsed to each default's type.
+
+        Raises:
+            ContinualError: for an unknown key (naming the accepted ones) or a value of the wrong type.
+        """
+        params = dict(self.defaults)
+        for key, value in (overrides or {}).items():
+            if key not in params:
+                accepted = ", ".join(sorted(params)) or "none"
+                raise ContinualError(f"strategy {self.name!r} has no parameter {key!r}; accepted: {accepted}")
+            params[key] = coerce(value, type(params[key]), f"{self.name}.{key}")
+        return params
+
+
+def coerce(value: object, kind: type, label: str) -> object:
+    """``value`` as ``kind`` (bool, int, float or str), parsing strings; a clear error otherwise.
+
+    >>> coerce("0.5", float, "lam"), coerce("true", bool, "flag"), coerce(3, float, "lam")
+    (0.5, True, 3.0)
+    """
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is bool:
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+    elif kind is int:
+        try:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(value)
+        except ValueError:
+            pass
+    elif kind is float:
+        try:
+            if isinstance(value, (int, str)) and not isinstance(value, bool):
+                return float(value)
+        except ValueError:
+            pass
+    elif kind is str:
+        return str(value)
+    raise ContinualError(f"{label}={value!r} is not a valid {kind.__name__}")
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add a strategy to the registry (its name must be new)."""
+    if strategy.name in STRATEGIES:
+        raise ContinualError(f"a strategy named {strategy.name!r} is already registered")
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy called ``name``; a clear error listing the names otherwise."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ContinualError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}") from None
+
+
+register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))
+register(Strategy("joint", "one model trained on all experiences at once (upper bound)", schedule="joint"))
+register(Strategy("cumulative", "at each step, train on all data seen so far", schedule="cumulative"))

@@ -1,0 +1,341 @@
+"""Experiences and streams, and the builders for the three scenarios (van de Ven & Tolias 2019).
+
+- class-incremental (``scenario="class"``): each experience brings new classes; no task id at
+  test time; one head over every class seen so far.
+- task-incremental (``scenario="task"``): the same split, but the task id is given at test time;
+  logits are masked to the experience's classes (or a head per task is used).
+- domain-incremental (``scenario="domain"``): every experience has the same label space and a
+  shifted input distribution (:func:`permuted`, :func:`rotated`).
+
+In :func:`split`, labels are renumbered by the class order, so the classes of experience 0 are
+``0..k-1``, those of experience 1 come next, and so on (as Avalanche does for a fixed class
+order); ``stream.class_order[new_label]`` is the original label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import Dataset, Transform
+from .errors import ContinualError
+
+Scenario = Literal["class", "task", "domain"]
+SCENARIOS: tuple[str, ...] = get_args(Scenario)
+
+
+@dataclass(frozen=True, eq=False)
+class Experience:
+    """One unit of the stream: train and test tensors already on the training device.
+
+    Attributes:
+        index: 0-based position in the stream.
+        classes: the labels present in this experience (after renumbering).
+        task_id: the experience's task label (used at test time only in the task scenario).
+        x_train, y_train, t_train: inputs as stored, int64 labels, int64 per-sample task ids.
+        x_test, y_test, t_test: the same for the test split.
+        transform: converts a batch of stored inputs into model inputs.
+    """
+
+    index: int
+    classes: tuple[int, ...]
+    task_id: int
+    x_train: Tensor
+    y_train: Tensor
+    t_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    t_test: Tensor
+    transform: Transform
+
+    @property
+    def num_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.y_test)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: torch.device | str) -> Experience:
+        """This experience with every tensor on ``device`` (itself if already there)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "t_train", "x_test", "y_test", "t_test")}
+        return replace(self, **move)
+
+    def __repr__(self) -> str:
+        return (
+            f"Experience(index={self.index}, classes={list(self.classes)}, task_id={self.task_id}, "
+            f"train={self.num_train}, test={self.num_test}, device={self.device})"
+        )
+
+
+def concat(experiences: Sequence[Experience], *, index: int | None = None) -> Experience:
+    """One experience holding the union of ``experiences`` (for joint and cumulative training).
+
+    Per-sample task ids are kept, so task-incremental masking still applies sample by sample.
+    """
+    if not experiences:
+        raise ContinualError("concat needs at least one experience")
+    first = experiences[-1]
+    cat = {k: torch.cat([getattr(e, k) for e in experiences]) for k in ("x_train", "y_train", "t_train", "x_test", "y_test", "t_test")}
+    classes = tuple(sorted({c for e in experiences for c in e.classes}))
+    return replace(first, index=first.index if index is None else index, classes=classes, **cat)
+
+
+class Stream(Sequence[Experience]):
+    """A sequence of experiences: ``len(stream)``, ``stream[-1]``, ``stream[:3]``, fresh iterators.
+
+    Attributes:
+        name: the benchmark's name.
+        scenario: ``"class"``, ``"task"`` or ``"domain"``.
+        num_classes: size of the label space of the whole stream.
+        class_order: original label of each renumbered label (identity when not renumbered).
+    """
+
+    def __init__(
+        self,
+        experiences: Sequence[Experience],
+        *,
+        name: str,
+        scenario: Scenario,
+        num_classes: int,
+        class_order: Sequence[int] | None = None,
+    ) -> None:
+        if scenario not in SCENARIOS:
+            raise ContinualError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+        self._experiences = tuple(experiences)
+        self.name = name
+        self.scenario: Scenario = scenario
+        self.num_classes = num_classes
+        self.class_order = tuple(class_order) if class_order is not None else tuple(range(num_classes))
+
+    def __len__(self) -> int:
+        return len(self._experiences)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return Stream(
+                self._experiences[i], name=self.name, scenario=self.scenario,
+                num_classes=self.num_classes, class_order=self.class_order,
+            )
+        return self._experiences[i]
+
+    def __iter__(self) -> Iterator[Experience]:
+        return iter(self._experiences)  # a fresh iterator each time: nested loops do not interfere
+
+    @property
+    def num_tasks(self) -> int:
+        return max(e.task_id for e in self._experiences) + 1 if self._experiences else 0
+
+    def to(self, device: torch.device | str) -> Stream:
+        """The stream with every experience on ``device``."""
+        return Stream(
+            [e.to(device) for e in self._experiences], name=self.name, scenario=self.scenario,
+            num_classes=self.num_classes, class_order=self.class_order,
+        )
+
+    def task_class_mask(self) -> Tensor:
+        """Boolean ``(num_tasks, num_classes)``: which classes each task id may predict.
+
+        In the task scenario logits are masked with this, per sample, in training and evaluation.
+        """
+        mask = torch.zeros(self.num_tasks, self.num_classes, dtype=torch.bool)
+        for e in self._experiences:
+            mask[e.task_id, list(e.classes)] = True
+        return mask
+
+    def __repr__(self) -> str:
+        return (
+            f"Stream(name={self.name!r}, scenario={self.scenario!r}, num_experiences={len(self)}, "
+            f"num_classes={self.num_classes})"
+        )
+
+
+def _check_scenario(scenario: str, allowed: tuple[str, ...]) -> None:
+    if scenario not in allowed:
+        raise ContinualError(f"unknown scenario {scenario!r}; expected one of {', '.join(allowed)}")
+
+
+def _resolve_class_order(
+    class_order: Sequence[int] | Literal["random"] | None, num_classes: int, seed: int
+) -> list[int]:
+    if class_order is None:
+        return list(range(num_classes))
+    if isinstance(class_order, str):
+        if class_order != "random":
+            raise ContinualError(f"class_order {class_order!r} is not accepted; give a list of labels, 'random' or None")
+        return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    order = [int(c) for c in class_order]
+    if sorted(order) != list(range(num_classes)):
+        raise ContinualError(
+            f"class_order {order} must be a permutation of 0..{num_classes - 1} (each label exactly once)"
+        )
+    return order
+
+
+def split(
+    dataset: Dataset,
+    num_experiences: int,
+    *,
+    scenario: Literal["class", "task"] = "class",
+    class_order: Sequence[int] | Literal["random"] | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    name: str | None = None,
+) -> Stream:
+    """Cut a dataset into experiences of disjoint classes (Split MNIST style).
+
+    Args:
+        dataset: the dataset to cut.
+        num_experiences: how many experiences; classes are shared out as evenly as possible,
+            earlier experiences taking the remainder.
+        scenario: ``"class"`` (one head, no task id at test time) or ``"task"`` (experience ``i``
+            has task id ``i``; logits are masked to its classes).
+        class_order: the order in which classes arrive: ``None`` for ``0..C-1``, ``"random"`` for
+            a permutation drawn from ``seed``, or an explicit permutation of the labels.
+        seed: seeds the ``"random"`` class order.
+        device: where the experiences' tensors live.
+        name: the stream's name (default ``"split-<dataset>"``).
+
+    Returns:
+        A stream whose labels are renumbered by the class order.
+
+    Raises:
+        ContinualError: for a bad scenario, class order or number of experiences.
+    """
+    _check_scenario(scenario, ("class", "task"))
+    num_classes = dataset.num_classes
+    if not 1 <= num_experiences <= num_classes:
+        raise ContinualError(f"num_experiences={num_experiences} must be between 1 and the {num_classes} classes")
+    order = _resolve_class_order(class_order, num_classes, seed)
+    relabel = torch.empty(num_classes, dtype=torch.int64)
+    relabel[torch.tensor(order)] = torch.arange(num_classes)
+    y_train, y_test = relabel[dataset.y_train], relabel[dataset.y_test]
+    groups = np.array_split(np.arange(num_classes), num_experiences)
+    experiences = []
+    for i, group in enumerate(groups):
+        lo, hi = int(group[0]), int(group[-1]) + 1
+        tr = (y_train >= lo) & (y_train < hi)
+        te = (y_test >= lo) & (y_test < hi)
+        task = i if scenario == "task" else 0
+        experiences.append(
+            Experience(
+                index=i, classes=tuple(range(lo, hi)), task_id=task,
+                x_train=dataset.x_train[tr].to(device), y_train=y_train[tr].to(device),
+                t_train=torch.full((int(tr.sum()),), task, dtype=torch.int64, device=device),
+                x_test=dataset.x_test[te].to(device), y_test=y_test[te].to(device),
+                t_test=torch.full((int(te.sum()),), task, dtype=torch.int64, device=device),
+                transform=dataset.transform,
+            )
+        )
+    return Stream(
+        experiences, name=name or f"split-{dataset.name}", scenario=scenario,
+        num_classes=num_classes, class_order=order,
+    )
+
+
+def _domain_stream(dataset: Dataset, inputs: list[tuple[Tensor, Tensor]], name: str, device) -> Stream:
+    num_classes = dataset.num_classes
+    experiences = [
+        Experience(
+            index=i, classes=tuple(range(num_classes)), task_id=i,
+            x_train=xtr.to(device), y_train=dataset.y_train.to(device),
+            t_train=torch.full((len(xtr),), i, dtype=torch.int64, device=device),
+            x_test=xte.to(device), y_test=dataset.y_test.to(device),
+            t_test=torch.full((len(xte),), i, dtype=torch.int64, device=device),
+            transform=dataset.transform,
+        )
+        for i, (xtr, xte) in enumerate(inputs)
+    ]
+    return Stream(experiences, name=name, scenario="domain", num_classes=num_classes)
+
+
+def permuted(
+    dataset: Dataset,
+    num_experiences: int,
+    *,
+    seed: int = 0,
+    identity_first: bool = False,
+    device: torch.device | str = "cpu",
+    name: str | None = None,
+) -> Stream:
+    """Domain-incremental stream: each experience applies its own fixed pixel permutation.
+
+    The permutations are drawn from ``seed`` and applied once, when the stream is built. By
+    default every experience is permuted (as Avalanche's ``PermutedMNIST``); with
+    ``identity_first=True`` the first experience is the unpermuted dataset (as in van de Ven's
+    code). Task ids are the experience indices but are not given at test time.
+    """
+    if num_experiences < 1:
+        raise ContinualError(f"num_experiences={num_experiences} must be at least 1")
+    g = torch.Generator().manual_seed(seed)
+    num_inputs = math.prod(dataset.input_shape)
+    inputs = []
+    for i in range(num_experiences):
+        perm = torch.arange(num_inputs) if (identity_first and i == 0) else torch.randperm(num_inputs, generator=g)
+        inputs.append(tuple(
+            x.reshape(len(x), -1)[:, perm].reshape(x.shape) for x in (dataset.x_train, dataset.x_test)
+        ))
+    return _domain_stream(dataset, inputs, name or f"permuted-{dataset.name}", device)
+
+
+def rotate(x: Tensor, degrees: float) -> Tensor:
+    """Rotate a batch of images ``(N, C, H, W)`` by ``degrees`` about the centre (bilinear, zero fill).
+
+    The result has the input's dtype (uint8 inputs are rounded back to uint8).
+    """
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    affine = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=torch.float32)
+    xf = x.float()
+    grid = torch.nn.functional.affine_grid(affine.expand(len(x), 2, 3), list(xf.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if x.dtype == torch.uint8:
+        return out.round().clamp(0, 255).to(torch.uint8)
+    return out.to(x.dtype)
+
+
+def rotated(
+    dataset: Dataset,
+    num_experiences: int,
+    *,
+    angles: Sequence[float] | Literal["random"] | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    name: str | None = None,
+) -> Stream:
+    """Domain-incremental stream: each experience rotates every image by a fixed angle.
+
+    Args:
+        angles: degrees per experience; ``None`` for ``num_experiences`` evenly spaced angles in
+            ``[0, 180)``, ``"random"`` for angles drawn uniformly from ``[0, 180)`` with ``seed``.
+
+    Rotations are applied once, when the stream is built.
+    """
+    if num_experiences < 1:
+        raise ContinualError(f"num_experiences={num_experiences} must be at least 1")
+    if len(dataset.input_shape) != 3:
+        raise ContinualError(f"rotated needs images (C, H, W); dataset {dataset.name!r} has inputs of shape {dataset.input_shape}")
+    if angles is None:
+        angles = [180.0 * i / num_experiences for i in range(num_experiences)]
+    elif isinstance(angles, str):
+        if angles != "random":
+            raise ContinualError(f"angles {angles!r} is not accepted; give a list of degrees, 'random' or None")
+        angles = (torch.rand(num_experiences, generator=torch.Generator().manual_seed(seed)) * 180).tolist()
+    angles = [float(a) for a in angles]
+    if len(angles) != num_experiences:
+        raise ContinualError(f"got {len(angles)} angles for num_experiences={num_experiences}; give one per experience")
+    inputs = [(rotate(dataset.x_train, a), rotate(dataset.x_test, a)) for a in angles]
+    return _domain_stream(dataset, inputs, name or f"rotated-{dataset.name}", device)

@@ -1,0 +1,327 @@
+"""The one training loop and its plugin hooks.
+
+``Trainer.fit(experience)`` trains on one experience with index-sliced batches drawn from a seeded
+``torch.Generator`` (no DataLoader, no per-sample Python, no host sync inside a step).
+``Trainer.run(stream)`` trains on each experience in turn and fills an :class:`AccuracyMatrix`,
+evaluating every experience's test split after each one (and once before training, for forward
+transfer).
+
+Plugins see five hooks; each is optional and returns what it adds rather than editing the trainer:
+
+- ``before_experience(model, experience)`` -> new parameters for the optimizer, or ``None``
+  (a growing head returns its new rows here);
+- ``batch(x, y, t)`` -> ``(x, y, t)``, possibly bigger (replay joins stored samples), or ``None``;
+  ``x`` is in its stored dtype, before the transform;
+- ``penalty(model, x=, y=, t=, out=)`` -> a scalar tensor added to the loss, or ``None``
+  (regularizers); ``x`` is the transformed batch and ``out`` the model's logits on it;
+- ``after_step(model)`` (path-integral methods);
+- ``after_experience(model, experience)`` (consolidate importances, fill a buffer).
+
+Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
+``"epoch_end"`` and ``"experience_end"``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ContinualError
+from .metrics import AccuracyMatrix
+from .models import forward
+from .streams import Experience, Stream, concat
+
+HOOKS = ("before_experience", "batch", "penalty", "after_step", "after_experience")
+Schedule = Literal["sequential", "cumulative", "joint"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+OPTIMIZERS = ("sgd", "adam")
+Callback = Callable[[str, dict], None]
+
+
+class Plugin:
+    """Base class with every hook a no-op; subclass and override the hooks you need.
+
+    Plugins need not inherit from it: any object with some of the hook methods works.
+    """
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> Iterable[nn.Parameter] | None:
+        return None
+
+    def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        return None
+
+    def penalty(self, model: nn.Module, *, x: Tensor, y: Tensor, t: Tensor, out: Tensor) -> Tensor | None:
+        return None
+
+    def after_step(self, model: nn.Module) -> None:
+        return None
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        return None
+
+
+def _hooks(plugins: Sequence[object], name: str) -> list[tuple[str, Callable]]:
+    """(plugin name, bound hook) for the plugins that really implement ``name`` (not the no-op)."""
+    found = []
+    for p in plugins:
+        hook = getattr(p, name, None)
+        if hook is None or getattr(type(p), name, None) is getattr(Plugin, name):
+            continue
+        found.append((getattr(p, "name", type(p).__name__), hook))
+    return found
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is checked and returned."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ContinualError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ContinualError(f"device {device!r} asked for but CUDA is not available here; use --device cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ContinualError(f"device {device!r} does not exist; this machine has cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+@dataclass
+class Timings:
+    """Seconds spent per experience in each phase (``plugins`` is included in ``train``)."""
+
+    train: list[float] = field(default_factory=list)
+    eval: list[float] = field(default_factory=list)
+    plugins: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"train": self.train, "eval": self.eval, "plugins": self.plugins,
+                "total_train": sum(self.train), "total_eval": sum(self.eval), "total_plugins": sum(self.plugins)}
+
+
+class Trainer:
+    """Train a model on a stream, experience by experience, with plugins.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of transformed inputs to logits.
+        lr: learning rate.
+        epochs: passes over each experience's training data.
+        batch_size: training mini-batch size.
+        optimizer: ``"sgd"`` or ``"adam"``; built once and kept across experiences (parameters
+            returned by ``before_experience`` hooks join it).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay of the optimizer.
+        eval_batch_size: batch size for evaluation (large: evaluation has no backward pass).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        seed: seeds the batch order (and training augmentation) generator.
+        plugins: hook objects (see the module docstring). The sequence is copied, not modified.
+        callbacks: read-only observers ``callback(event, info)``.
+
+    Example:
+        >>> from continual import split, synthetic, MLP
+        >>> stream = split(synthetic(num_features=8), 5)
+        >>> trainer = Trainer(MLP(8, (32,), 10), lr=0.1, epochs=2, device="cpu")
+        >>> trainer.run(stream).values.shape
+        (5, 5)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float = 0.01,
+        epochs: int = 1,
+        batch_size: int = 32,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        eval_batch_size: int = 1024,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        plugins: Sequence[object] = (),
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        for key, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not value > 0:
+                raise ContinualError(f"{key}={value} must be positive")
+        if optimizer not in OPTIMIZERS:
+            raise ContinualError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.plugins = list(plugins)
+        self.callbacks = list(callbacks)
+        self.generator = torch.Generator().manual_seed(seed)  # on the CPU: same batch order on every device
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(seed)  # for on-device augmentation
+        params = [p for p in self.model.parameters()]
+        if optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        self._hooks = {name: _hooks(self.plugins, name) for name in HOOKS}
+        self.timings = Timings()
+        self.penalties: dict[str, list[float]] = {}
+        self._task_mask: Tensor | None = None
+
+    # ----------------------------------------------------------------- helpers
+    def _emit(self, event: str, **info) -> None:
+        for cb in self.callbacks:
+            cb(event, info)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def logits(self, x: Tensor, t: Tensor) -> Tensor:
+        """The model's logits on a transformed batch, masked to each sample's task in the task scenario."""
+        out = forward(self.model, x, t)  # (B, C)
+        if self._task_mask is not None:
+            out = out.masked_fill(~self._task_mask[t, : out.shape[1]], float("-inf"))
+        return out
+
+    def _set_scenario(self, stream: Stream) -> None:
+        if stream.scenario == "task" and not getattr(self.model, "takes_task_id", False):
+            self._task_mask = stream.task_class_mask().to(self.device)
+        else:
+            self._task_mask = None
+
+    # -------------------------------------------------------------- training
+    def fit(self, experience: Experience) -> None:
+        """Train on one experience for ``self.epochs`` epochs, calling the plugins' hooks."""
+        experience = experience.to(self.device)
+        hooks = self._hooks
+        plugin_time = 0.0
+        self._sync()
+        start = time.perf_counter()
+        for _, hook in hooks["before_experience"]:
+            new = hook(self.model, experience)
+            if new:
+                self.optimizer.add_param_group({"params": list(new)})
+        plugin_time += time.perf_counter() - start
+
+        model, opt, transform = self.model, self.optimizer, experience.transform
+        x_all, y_all, t_all = experience.x_train, experience.y_train, experience.t_train
+        n, bs = experience.num_train, self.batch_size
+        if n == 0:
+            raise ContinualError(f"experience {experience.index} has no training samples")
+        penalty_sums = {name: torch.zeros((), device=self.device) for name, _ in hooks["penalty"]}
+        model.train()
+        for epoch in range(self.epochs):
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+            loss_sum = torch.zeros((), device=self.device)
+            for s in range(0, n, bs):
+                idx = order[s : s + bs]
+                x, y, t = x_all[idx], y_all[idx], t_all[idx]
+                for _, hook in hooks["batch"]:
+                    h0 = time.perf_counter()
+                    joined = hook(x, y, t)
+                    if joined is not None:
+                        x, y, t = joined
+                    plugin_time += time.perf_counter() - h0
+                xb = transform(x, train=True, generator=self.augment_generator)
+                out = self.logits(xb, t)
+                loss = F.cross_entropy(out, y)
+                for name, hook in hooks["penalty"]:
+                    h0 = time.perf_counter()
+                    extra = hook(model, x=xb, y=y, t=t, out=out)
+                    if extra is not None:
+                        loss = loss + extra
+                        penalty_sums[name] += extra.detach()
+                    plugin_time += time.perf_counter() - h0
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for _, hook in hooks["after_step"]:
+                    h0 = time.perf_counter()
+                    hook(model)
+                    plugin_time += time.perf_counter() - h0
+                loss_sum += loss.detach()
+            mean_loss = loss_sum.item() / -(-n // bs)  # one host sync per epoch
+            if mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
+                raise ContinualError(
+                    f"the training loss became {mean_loss} in experience {experience.index}, epoch {epoch}; "
+                    f"lower the learning rate (lr={opt.param_groups[0]['lr']}) or a penalty's strength"
+                )
+            self._emit("epoch_end", experience=experience.index, epoch=epoch, loss=mean_loss)
+
+        h0 = time.perf_counter()
+        for _, hook in hooks["after_experience"]:
+            hook(model, experience)
+        self._sync()
+        end = time.perf_counter()
+        plugin_time += end - h0
+        steps = self.epochs * -(-n // bs)
+        for name, total in penalty_sums.items():
+            self.penalties.setdefault(name, []).append(total.item() / steps)
+        self.timings.train.append(end - start)
+        self.timings.plugins.append(plugin_time)
+
+    @torch.no_grad()
+    def evaluate(self, stream: Sequence[Experience]) -> list[float]:
+        """Accuracy on each experience's test split (large batches; one host sync in all)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        correct, totals = [], []
+        for e in stream:
+            e = e.to(self.device)
+            hits = torch.zeros((), dtype=torch.int64, device=self.device)
+            for s in range(0, e.num_test, self.eval_batch_size):
+                sl = slice(s, s + self.eval_batch_size)
+                out = self.logits(e.transform(e.x_test[sl]), e.t_test[sl])
+                hits += (out.argmax(1) == e.y_test[sl]).sum()
+            correct.append(hits)
+            totals.append(max(e.num_test, 1))
+        model.train(was_training)
+        if not correct:
+            return []
+        return (torch.stack(correct).double().cpu() / torch.tensor(totals, dtype=torch.float64)).tolist()
+
+    def _evaluate_timed(self, stream: Stream) -> list[float]:
+        self._sync()
+        t0 = time.perf_counter()
+        row = self.evaluate(stream)
+        self.timings.eval.append(time.perf_counter() - t0)
+        return row
+
+    def run(self, stream: Stream, *, schedule: Schedule = "sequential") -> AccuracyMatrix:
+        """Train on ``stream`` and return the accuracy matrix.
+
+        Args:
+            stream: the experiences, in order.
+            schedule: ``"sequential"`` trains on each experience in turn (fine-tuning and every
+                plugin strategy); ``"cumulative"`` trains, at step i, on the union of experiences
+                0..i (continuing from the current model); ``"joint"`` trains once on the union of
+                all experiences and reports that single row against every experience (all T rows
+                are equal, so forgetting and BWT are 0 by construction).
+        """
+        if schedule not in SCHEDULES:
+            raise ContinualError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        stream = stream.to(self.device)
+        self._set_scenario(stream)
+        T = len(stream)
+        acc = AccuracyMatrix(T)
+        acc.set_random_init(self.evaluate(stream))
+        if schedule == "joint":
+            self._emit("experience_start", index=0, num_experiences=1)
+            self.fit(concat(list(stream), index=0))
+            row = self._evaluate_timed(stream)
+            for i in range(T):
+                acc.set_row(i, row)
+            self._emit("experience_end", index=0, num_experiences=1, row=row)
+            return acc
+        for i, experience in enumerate(stream):
+            self._emit("experience_start", index=i, num_experiences=T)
+            self.fit(concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else experience)
+            row = self._evaluate_timed(stream)
+            acc.set_row(i, row)
+            self._emit("experience_end", index=i, num_experiences=T, row=row)
+        return acc

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from continual.cli import main
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "split-digits" in out and "finetune" in out and "joint" in out and "cumulative" in out
+
+
+def test_run_then_plot(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["run", "--strategy", "finetune", "--seeds", "2", "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["split-digits_class_finetune_seed0.json", "split-digits_class_finetune_seed1.json"]
+    table = capsys.readouterr().out
+    assert "finetune" in table and "final acc" in table
+    assert json.loads((out / files[0]).read_text())["config"]["epochs"] == 1
+    assert main(["plot", str(out)]) == 0
+    assert (out / "curves_split-digits_class.png").exists()
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--seeds", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for name in ("finetune", "joint", "cumulative"):
+        assert name in out
+    assert (tmp_path / "curves_split-digits_class.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--benchmark", "split-nope"], "unknown benchmark 'split-nope'; expected one of split-digits"),
+    (["run", "--strategy", "ewk"], "unknown strategy 'ewk'; expected one of finetune"),
+    (["run", "--scenario", "domain"], "no scenario 'domain'; expected one of class, task"),
+    (["run", "--set", "lam=3"], "unknown setting 'lam'; accepted:"),
+    (["run", "--set", "epochs=many"], "epochs='many' is not a valid int"),
+    (["run", "--epochs", "x"], "invalid int value"),
+    (["plot", "/nonexistent/dir"], "no valid results files"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path):
+    assert main(argv + (["--out", str(tmp_path)] if argv[0] == "run" else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_unavailable_device(capsys, tmp_path):
+    import torch
+
+    assert main(["run", "--device", "cuda:99", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    expected = "CUDA is not available" if not torch.cuda.is_available() else "cuda:99"
+    assert expected in err and err.count("\n") == 1
+
+
+def test_console_script_exit_status(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "continual.cli", "run", "--benchmark", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("continual: error: unknown benchmark 'nope'") and "Traceback" not in proc.stderr

@@ -1,0 +1,130 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from continual import ContinualError, Transform, concat, digits, permuted, rotated, split, synthetic
+from continual.streams import rotate
+
+
+@pytest.fixture(scope="module")
+def dig():
+    return digits()
+
+
+def test_digits_dataset(dig):
+    assert dig.x_train.dtype == torch.uint8 and dig.x_train.shape == (1438, 1, 8, 8)
+    assert dig.x_test.shape == (359, 1, 8, 8)
+    assert dig.num_classes == 10
+    assert torch.bincount(dig.y_test).tolist() == [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
+    x = dig.transform(dig.x_train)
+    assert x.dtype == torch.float32
+    assert x.mean().item() == pytest.approx(0.0, abs=1e-4) and x.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert torch.equal(digits().x_train, dig.x_train)  # fixed split
+
+
+def test_transform_per_channel_and_augment():
+    calls = []
+
+    def aug(x, g):
+        calls.append(g)
+        return x + 1
+
+    t = Transform(mean=(0.0, 1.0), std=(1.0, 2.0), augment=aug)
+    x = torch.ones(2, 2, 3, 3)
+    y = t(x)
+    assert torch.allclose(y[:, 0], torch.ones(2, 3, 3)) and torch.allclose(y[:, 1], torch.zeros(2, 3, 3))
+    assert not calls
+    assert torch.allclose(t(x, train=True)[:, 0], 2 * torch.ones(2, 3, 3)) and len(calls) == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(num_classes=st.integers(2, 12), data=st.data())
+def test_split_partitions_the_classes(num_classes, data):
+    ds = synthetic(num_classes=num_classes, num_features=3, train_per_class=3, test_per_class=2)
+    n_exp = data.draw(st.integers(1, num_classes))
+    order = data.draw(st.permutations(range(num_classes)))
+    scenario = data.draw(st.sampled_from(["class", "task"]))
+    stream = split(ds, n_exp, scenario=scenario, class_order=order)
+    assert len(stream) == n_exp
+    seen = [c for e in stream for c in e.classes]
+    assert sorted(seen) == list(range(num_classes))  # every class once: a partition
+    assert all(len(e.classes) >= 1 for e in stream)
+    for e in stream:
+        assert set(e.y_train.tolist()) == set(e.classes) == set(e.y_test.tolist())
+        assert (e.t_train == e.task_id).all() and (e.t_test == e.task_id).all()
+        assert e.task_id == (e.index if scenario == "task" else 0)
+        # relabelling: new label k is original label order[k]
+        orig = torch.tensor(stream.class_order)[e.y_train]
+        for x, yo in zip(e.x_train, orig):
+            assert ((ds.x_train == x).all(1) & (ds.y_train == yo)).any()
+    assert sum(e.num_train for e in stream) == len(ds.y_train)
+
+
+def test_split_standard_order_and_random_order(dig):
+    s = split(dig, 5)
+    assert [e.classes for e in s] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert s.class_order == tuple(range(10))
+    r1, r2 = split(dig, 5, class_order="random", seed=3), split(dig, 5, class_order="random", seed=3)
+    assert r1.class_order == r2.class_order != tuple(range(10))
+
+
+def test_split_errors(dig):
+    with pytest.raises(ContinualError, match="scenario"):
+        split(dig, 5, scenario="domain")
+    with pytest.raises(ContinualError, match="permutation"):
+        split(dig, 5, class_order=[0, 1, 2])
+    with pytest.raises(ContinualError, match="num_experiences=11"):
+        split(dig, 11)
+    with pytest.raises(ContinualError, match="'shuffled'"):
+        split(dig, 5, class_order="shuffled")
+
+
+def test_stream_is_a_sequence(dig):
+    s = split(dig, 5, scenario="task")
+    assert len(s) == 5 and s[-1].index == 4
+    head = s[:3]
+    assert len(head) == 3 and head.scenario == "task" and head.num_classes == 10
+    it1, it2 = iter(s), iter(s)
+    next(it1)
+    assert next(it2).index == 0  # fresh iterators
+    assert [(a.index, b.index) for a in s for b in s][:6] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0)]
+    mask = s.task_class_mask()
+    assert mask.shape == (5, 10) and mask[2].nonzero().flatten().tolist() == [4, 5]
+
+
+def test_concat_keeps_task_ids(dig):
+    s = split(dig, 5, scenario="task")
+    c = concat(list(s[:2]))
+    assert c.classes == (0, 1, 2, 3)
+    assert set(c.t_train.tolist()) == {0, 1}
+    assert c.num_train == s[0].num_train + s[1].num_train
+
+
+def test_permuted(dig):
+    s = permuted(dig, 3, seed=1)
+    assert s.scenario == "domain" and len(s) == 3
+    flat = dig.x_train.reshape(len(dig.x_train), -1)
+    for e in s:
+        assert e.classes == tuple(range(10)) and torch.equal(e.y_train, dig.y_train)
+        ex = e.x_train.reshape(len(e.x_train), -1)
+        # one fixed permutation per experience: the same pixel multiset per image
+        assert torch.equal(ex.sort(1).values, flat.sort(1).values)
+    assert not torch.equal(s[0].x_train, s[1].x_train)
+    assert torch.equal(permuted(dig, 3, seed=1)[2].x_test, s[2].x_test)
+    assert torch.equal(permuted(dig, 2, identity_first=True)[0].x_train, dig.x_train)
+
+
+def test_rotate_and_rotated(dig):
+    img = torch.zeros(1, 1, 5, 5, dtype=torch.uint8)
+    img[0, 0, 0, 2] = 200  # top centre
+    assert torch.equal(rotate(img, 0), img)
+    r = rotate(img, 90)
+    assert r.dtype == torch.uint8 and r.shape == img.shape
+    assert r[0, 0].flatten().argmax().item() in (10, 14)  # moved to the middle of a side
+    s = rotated(dig, 4)
+    assert len(s) == 4 and torch.equal(s[0].x_train, dig.x_train)
+    with pytest.raises(ContinualError, match="angles"):
+        rotated(dig, 3, angles=[0, 10])
+    with pytest.raises(ContinualError, match="images"):
+        rotated(synthetic(), 2)

@@ -1,0 +1,194 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from continual import MLP, ContinualError, Plugin, RunConfig, Trainer, run, split, synthetic
+
+
+@pytest.fixture()
+def stream():
+    return split(synthetic(num_features=8, seed=1), 5)
+
+
+def make_trainer(plugins=(), **kw):
+    torch.manual_seed(0)
+    kw = {"lr": 0.1, "epochs": 2, "batch_size": 16, "device": "cpu", **kw}
+    return Trainer(MLP(8, (32,), 10), plugins=plugins, **kw)
+
+
+class Recorder(Plugin):
+    def __init__(self):
+        self.events = []
+
+    def before_experience(self, model, experience):
+        self.events.append(("before", experience.index))
+
+    def batch(self, x, y, t):
+        self.events.append(("batch", len(x)))
+
+    def penalty(self, model, *, x, y, t, out):
+        self.events.append(("penalty", out.shape))
+
+    def after_step(self, model):
+        self.events.append(("step",))
+
+    def after_experience(self, model, experience):
+        self.events.append(("after", experience.index))
+
+
+def test_hooks_are_called_in_order(stream):
+    rec = Recorder()
+    plugins = [rec]
+    trainer = make_trainer(plugins, epochs=1)
+    trainer.fit(stream[0])
+    n = stream[0].num_train
+    steps = -(-n // 16)
+    kinds = [e[0] for e in rec.events]
+    assert kinds[0] == "before" and kinds[-1] == "after"
+    assert kinds[1:-1] == ["batch", "penalty", "step"] * steps
+    assert rec.events[1] == ("batch", 16) and rec.events[2][1] == (16, 10)
+    assert plugins == [rec]  # the caller's list is not modified
+
+
+class DuckPlugin:  # no base class: any object with hooks works
+    def __init__(self):
+        self.count = 0
+
+    def after_step(self, model):
+        self.count += 1
+
+
+def test_duck_typed_plugin(stream):
+    duck = DuckPlugin()
+    make_trainer([duck], epochs=1).fit(stream[0])
+    assert duck.count == -(-stream[0].num_train // 16)
+
+
+class Joiner(Plugin):
+    """Joins a fixed extra batch: checks that the batch hook may grow the batch."""
+
+    def __init__(self, x, y, t):
+        self.extra = (x, y, t)
+        self.sizes = []
+
+    def batch(self, x, y, t):
+        ex, ey, et = self.extra
+        return torch.cat([x, ex]), torch.cat([y, ey]), torch.cat([t, et])
+
+    def penalty(self, model, *, x, y, t, out):
+        self.sizes.append(len(out))
+
+
+def test_batch_hook_can_grow_the_batch(stream):
+    e = stream[4]
+    j = Joiner(e.x_train[:5], e.y_train[:5], e.t_train[:5])
+    make_trainer([j], epochs=1).fit(stream[0])
+    assert j.sizes[0] == 16 + 5
+
+
+class ConstantPenalty(Plugin):
+    name = "const"
+
+    def penalty(self, model, *, x, y, t, out):
+        return torch.tensor(0.25)
+
+
+class ZeroGradPenalty(Plugin):
+    """A penalty whose gradient points every weight towards zero."""
+
+    def penalty(self, model, *, x, y, t, out):
+        return 10.0 * sum((p**2).sum() for p in model.parameters())
+
+
+def test_penalty_is_added_to_the_loss_and_recorded(stream):
+    trainer = make_trainer([ConstantPenalty()])
+    trainer.fit(stream[0])
+    assert trainer.penalties["const"] == [pytest.approx(0.25)]
+    base, shrunk = make_trainer(), make_trainer([ZeroGradPenalty()], lr=0.01)
+    base.fit(stream[0])
+    shrunk.fit(stream[0])
+    norm = lambda m: sum(p.norm() ** 2 for p in m.parameters()).item()  # noqa: E731
+    assert norm(shrunk.model) < 0.5 * norm(base.model)
+
+
+class Grower(Plugin):
+    def __init__(self):
+        self.extra = nn.Parameter(torch.zeros(3))
+
+    def before_experience(self, model, experience):
+        return [self.extra] if experience.index == 0 else None
+
+
+def test_parameters_returned_by_before_experience_join_the_optimizer(stream):
+    g = Grower()
+    trainer = make_trainer([g])
+    groups = len(trainer.optimizer.param_groups)
+    trainer.fit(stream[0])
+    assert len(trainer.optimizer.param_groups) == groups + 1
+    assert trainer.optimizer.param_groups[-1]["params"][0] is g.extra
+
+
+def test_determinism_same_seed_same_matrix():
+    cfg = RunConfig(benchmark="split-digits", strategy="finetune", epochs=2, device="cpu", seed=3)
+    a, b = run(cfg), run(cfg)
+    assert a.acc_matrix == b.acc_matrix and a.random_init == b.random_init
+    c = run(RunConfig(benchmark="split-digits", strategy="finetune", epochs=2, device="cpu", seed=4))
+    assert c.acc_matrix != a.acc_matrix
+
+
+def test_evaluate_matches_a_manual_count(stream):
+    trainer = make_trainer()
+    trainer.fit(stream[0])
+    accs = trainer.evaluate(stream)
+    for e, a in zip(stream, accs):
+        with torch.no_grad():
+            pred = trainer.model(e.transform(e.x_test)).argmax(1)
+        assert a == pytest.approx((pred == e.y_test).double().mean().item())
+
+
+def test_task_scenario_masks_logits_to_the_tasks_classes():
+    stream = split(synthetic(num_features=8, seed=1), 5, scenario="task")
+    trainer = make_trainer()
+    trainer.run(stream)
+    e = stream[3]
+    out = trainer.logits(e.transform(e.x_test), e.t_test)
+    assert torch.isinf(out[:, [0, 1, 2, 3, 4, 5, 8, 9]]).all() and torch.isfinite(out[:, 6:8]).all()
+
+
+def test_run_schedules(stream):
+    joint = make_trainer().run(stream, schedule="joint")
+    assert np.all(joint.values == joint.values[0])  # one row reported against every experience
+    assert joint.random_init is not None
+    seq = make_trainer().run(stream)
+    assert seq.average_forgetting() > 0.5  # class-incremental fine-tuning forgets
+    assert joint.final_average_accuracy() > seq.final_average_accuracy() + 0.3
+    with pytest.raises(ContinualError, match="schedule"):
+        make_trainer().run(stream, schedule="parallel")
+
+
+class NaNPenalty(Plugin):
+    def penalty(self, model, *, x, y, t, out):
+        return torch.tensor(float("nan"))
+
+
+def test_nan_loss_is_a_clear_error(stream):
+    with pytest.raises(ContinualError, match=r"loss became nan in experience 0, epoch 0.*lr=0.1"):
+        make_trainer([NaNPenalty()]).fit(stream[0])
+
+
+def test_bad_trainer_arguments():
+    with pytest.raises(ContinualError, match="optimizer 'rmsprop'"):
+        make_trainer(optimizer="rmsprop")
+    with pytest.raises(ContinualError, match="lr=0"):
+        make_trainer(lr=0)
+    with pytest.raises(ContinualError, match="device"):
+        make_trainer(device="tpu")
+
+
+def test_timings_per_phase(stream):
+    trainer = make_trainer([ConstantPenalty()])
+    trainer.run(stream)
+    t = trainer.timings
+    assert len(t.train) == len(t.plugins) == 5 and len(t.eval) == 5
+    assert all(p <= tr for p, tr in zip(t.plugins, t.train))
