@@ -158,10 +158,11 @@ def run(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Result:
         device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks,
     )
     acc = trainer.run(stream, schedule=strategy.schedule)
+    extra = {getattr(p, "name", type(p).__name__): p.report() for p in plugins if callable(getattr(p, "report", None))}
     timings = trainer.timings.as_dict()
     timings["wall"] = time.perf_counter() - wall0
     return Result(
         config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),
-        metrics=acc.summary(), timings=timings, penalties=trainer.penalties,
+        metrics=acc.summary(), timings=timings, penalties=trainer.penalties, extra=extra,
         environment=environment(device), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -116,11 +116,39 @@ def register(strategy: Strategy) -> Strategy:
 
 
 def get_strategy(name: str) -> Strategy:
-    """The registered strategy called ``name``; a clear error listing the names otherwise."""
-    try:
+    """The registered strategy called ``name``, or the composition ``"a+b"`` of registered ones;
+    a clear error listing the names otherwise."""
+    if name in STRATEGIES:
         return STRATEGIES[name]
-    except KeyError:
-        raise ContinualError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}") from None
+    if "+" in name:
+        return compose(*name.split("+"))
+    raise ContinualError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)} (or a+b to combine)")
+
+
+def compose(*names: str, summary: str | None = None) -> Strategy:
+    """One strategy running the plugins of several sequential strategies together (e.g. EWC + replay).
+
+    The hyperparameters are the union of the parts' (a name two parts share must have the same
+    default, and the value then goes to both).
+
+    Raises:
+        ContinualError: for an unknown part, a part that is not sequential, or clashing defaults.
+    """
+    parts = [get_strategy(n) for n in names]
+    for part in parts:
+        if part.schedule != "sequential":
+            raise ContinualError(f"cannot combine {part.name!r} (schedule {part.schedule!r}); only sequential strategies combine")
+    defaults: dict[str, object] = {}
+    for part in parts:
+        for key, value in part.defaults.items():
+            if key in defaults and defaults[key] != value:
+                raise ContinualError(f"cannot combine {'+'.join(names)}: both define {key!r} with different defaults")
+            defaults[key] = value
+
+    def make_plugins(params: dict, context: Context) -> list:
+        return [plugin for part in parts for plugin in part.make_plugins({k: params[k] for k in part.defaults}, context)]
+
+    return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins)
 
 
 register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))

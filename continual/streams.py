@@ -41,6 +41,9 @@ class Experience:
         x_train, y_train, t_train: inputs as stored, int64 labels, int64 per-sample task ids.
         x_test, y_test, t_test: the same for the test split.
         transform: converts a batch of stored inputs into model inputs.
+        scenario: the stream's scenario; in ``"task"`` the logits are masked to ``classes``
+            (plugins that run the model on an experience, e.g. to estimate importances, use
+            :meth:`mask_logits` to see what the trainer sees).
     """
 
     index: int
@@ -53,6 +56,7 @@ class Experience:
     y_test: Tensor
     t_test: Tensor
     transform: Transform
+    scenario: Scenario = "class"
 
     @property
     def num_train(self) -> int:
@@ -65,6 +69,28 @@ class Experience:
     @property
     def device(self) -> torch.device:
         return self.x_train.device
+
+    def mask_logits(self, out: Tensor, t: Tensor | None = None) -> Tensor:
+        """``out`` ``(B, C)`` with each sample's logits outside its task's classes set to -inf in
+        the task scenario (what the trainer does for a single-head model); unchanged otherwise.
+
+        ``t`` holds the samples' task ids; without it every sample is masked to this
+        experience's classes. A task's classes are read from this experience's training labels,
+        so a concatenated (joint or cumulative) experience masks each sample to its own task.
+        """
+        if self.scenario != "task":
+            return out
+        if t is None:
+            keep = torch.zeros(out.shape[1], dtype=torch.bool, device=out.device)
+            keep[[c for c in self.classes if c < out.shape[1]]] = True
+            return out.masked_fill(~keep, float("-inf"))
+        cache = self.__dict__.setdefault("_task_mask", {})
+        if out.device not in cache:
+            num_tasks = int(self.t_train.max()) + 1
+            mask = torch.zeros(num_tasks, max(int(self.y_train.max()) + 1, out.shape[1]), dtype=torch.bool, device=out.device)
+            mask[self.t_train.to(out.device), self.y_train.to(out.device)] = True
+            cache[out.device] = mask
+        return out.masked_fill(~cache[out.device][t, : out.shape[1]], float("-inf"))
 
     def to(self, device: torch.device | str) -> Experience:
         """This experience with every tensor on ``device`` (itself if already there)."""
@@ -237,7 +263,7 @@ def split(
                 t_train=torch.full((int(tr.sum()),), task, dtype=torch.int64, device=device),
                 x_test=dataset.x_test[te].to(device), y_test=y_test[te].to(device),
                 t_test=torch.full((int(te.sum()),), task, dtype=torch.int64, device=device),
-                transform=dataset.transform,
+                transform=dataset.transform, scenario=scenario,
             )
         )
     return Stream(
@@ -255,7 +281,7 @@ def _domain_stream(dataset: Dataset, inputs: list[tuple[Tensor, Tensor]], name: 
             t_train=torch.full((len(xtr),), i, dtype=torch.int64, device=device),
             x_test=xte.to(device), y_test=dataset.y_test.to(device),
             t_test=torch.full((len(xte),), i, dtype=torch.int64, device=device),
-            transform=dataset.transform,
+            transform=dataset.transform, scenario="domain",
         )
         for i, (xtr, xte) in enumerate(inputs)
     ]

@@ -17,6 +17,10 @@ Plugins see five hooks; each is optional and returns what it adds rather than ed
 - ``after_step(model)`` (path-integral methods);
 - ``after_experience(model, experience)`` (consolidate importances, fill a buffer).
 
+A plugin may also have a ``name`` (used to label its penalty in the results; default: its class
+name) and a ``report() -> dict`` of JSON-able facts (buffer memory, head sizes, penalty terms)
+that a run stores under ``extra[name]``.
+
 Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
 ``"epoch_end"`` and ``"experience_end"``.
 """

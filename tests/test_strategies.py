@@ -38,3 +38,30 @@ def test_config_override_and_resolve():
         RunConfig().override({"epoch": 3})
     with pytest.raises(ContinualError, match="unknown benchmark"):
         RunConfig(benchmark="nope").resolve()
+
+
+class Tag:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def report(self):
+        return {"value": self.value}
+
+
+def test_composition_runs_both_parts_plugin_sets():
+    a = register(Strategy("toy-a", "x", defaults={"alpha": 1.0}, make_plugins=lambda p, c: [Tag("a", p["alpha"])]))
+    b = register(Strategy("toy-b", "y", defaults={"beta": 2}, make_plugins=lambda p, c: [Tag("b", p["beta"])]))
+    try:
+        both = get_strategy("toy-a+toy-b")
+        assert both.name == "toy-a+toy-b" and both.defaults == {"alpha": 1.0, "beta": 2}
+        plugins = both.make_plugins(both.params({"alpha": "3", "beta": "4"}), None)
+        assert [(p.name, p.value) for p in plugins] == [("a", 3.0), ("b", 4)]
+        from continual import run
+        r = run(RunConfig(strategy="toy-a+toy-b", epochs=1, device="cpu", params={"beta": 5}))
+        assert r.extra == {"a": {"value": 1.0}, "b": {"value": 5}}  # plugins' reports land in the results
+        with pytest.raises(ContinualError, match="only sequential strategies combine"):
+            get_strategy("toy-a+joint")
+        with pytest.raises(ContinualError, match="unknown strategy 'nope'"):
+            get_strategy("toy-a+nope")
+    finally:
+        del STRATEGIES[a.name], STRATEGIES[b.name]

@@ -128,3 +128,17 @@ def test_rotate_and_rotated(dig):
         rotated(dig, 3, angles=[0, 10])
     with pytest.raises(ContinualError, match="images"):
         rotated(synthetic(), 2)
+
+
+def test_experience_mask_logits_matches_the_trainers_mask():
+    s = split(synthetic(num_features=4), 5, scenario="task")
+    out = torch.randn(6, 10)
+    masked = s[2].mask_logits(out)
+    assert torch.isinf(masked[:, [0, 1, 2, 3, 6, 7, 8, 9]]).all() and torch.equal(masked[:, 4:6], out[:, 4:6])
+    both = concat(list(s[:3]))
+    t = torch.tensor([0, 1, 2, 0, 1, 2])
+    per_sample = both.mask_logits(out, t)
+    expected = out.masked_fill(~s.task_class_mask()[t], float("-inf"))
+    assert torch.equal(per_sample, expected)
+    cls = split(synthetic(num_features=4), 5)
+    assert torch.equal(cls[1].mask_logits(out), out)  # no masking outside the task scenario
