@@ -1,4 +1,4 @@
-"""The ``continual`` command: run, plot, demo, list.
+"""The ``continual`` command: run, sweep, compare, plot, demo, list.
 
 Bad input ends with one line on stderr (``continual: error: ...``) and exit status 2, never a
 traceback.
@@ -31,15 +31,6 @@ def _parse_sets(items: Sequence[str]) -> dict[str, str]:
     return values
 
 
-def _class_order(text: str | None):
-    if text is None or text == "random":
-        return text
-    try:
-        return [int(c) for c in text.split(",")]
-    except ValueError:
-        raise ContinualError(f"--class-order {text!r}: expected 'random' or comma-separated labels like 1,0,3,2") from None
-
-
 def _progress(total: int, desc: str, quiet: bool):
     """A tqdm bar over experiences, and the trainer callback that advances it."""
     from tqdm import tqdm
@@ -55,21 +46,31 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def _run_many(configs, out: Path, quiet: bool) -> list:
-    """Run each configuration, save its result file, return the results."""
+    """Run each configuration, save its result file, return the results.
+
+    Each run checkpoints after every experience under ``out/.checkpoints/<name>``; the same
+    command started again after a crash resumes there. The checkpoints go once the result is saved.
+    """
+    import shutil
+
     from .experiment import run
     from .results import save_result
 
     results = []
     for cfg in configs:
         resolved = cfg.resolve()
+        name = f"{resolved.benchmark}_{resolved.scenario}_{_slug(resolved.label or resolved.strategy)}_seed{resolved.seed}"
         total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
         bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
+        checkpoints = out / ".checkpoints" / name
         try:
-            result = run(cfg, callbacks=[callback])
+            result = run(cfg, callbacks=[callback], checkpoint_dir=checkpoints,
+                         on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
         finally:
             bar.close()
-        path = out / f"{result.benchmark}_{result.scenario}_{_slug(result.label)}_seed{result.seed}.json"
+        path = out / f"{name}.json"
         save_result(result, path)
+        shutil.rmtree(checkpoints, ignore_errors=True)
         results.append(result)
         if not quiet:
             m = result.metrics
@@ -89,7 +90,7 @@ def _slug(text: str) -> str:
 
 
 def cmd_run(args) -> int:
-    from .experiment import RunConfig
+    from .experiment import RunConfig, parse_class_order
     from .results import format_table, summarize
 
     if args.seeds < 1:
@@ -97,7 +98,7 @@ def cmd_run(args) -> int:
     sets = _parse_sets(args.set)
     base = RunConfig(
         benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
-        class_order=_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
+        class_order=parse_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, device=args.device,
         label=args.label,
     ).override(sets)
@@ -123,6 +124,64 @@ def cmd_plot(args) -> int:
     out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
     for path in save_figures(results, out, band=args.band):
         print(path)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import Sweep, print_outcome, run_sweep
+
+    sweep = Sweep.from_file(args.file).override(_parse_sets(args.set))
+    configs = sweep.configs()  # every name and value checked before anything runs
+    print(f"sweep {args.file}: {len(configs)} runs -> {sweep.out}", file=sys.stderr)
+    if args.dry_run:
+        from .sweep import run_dir
+
+        for cfg in configs:
+            print(f"{run_dir(sweep.out, cfg)}  {cfg.benchmark}/{cfg.scenario} {cfg.label or cfg.strategy} seed {cfg.seed}")
+        return 0
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(configs), desc="sweep", unit="run", disable=True if args.quiet else None, file=sys.stderr)
+    show = print_outcome(len(configs)) if not args.quiet else None
+
+    def on_outcome(o) -> None:
+        bar.update(1)
+        if show:
+            bar.clear()
+            show(o)
+
+    try:
+        outcomes = run_sweep(sweep, workers=args.workers, engine=args.engine, address=args.address, on_outcome=on_outcome)
+    finally:
+        bar.close()
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    print(f"sweep finished: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed; "
+          f"compare with: continual compare {sweep.out}")
+    for o in failed:
+        print(f"continual: run {o.folder} failed: {o.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_compare(args) -> int:
+    from .plot import save_figures
+    from .results import atomic_write_text, find_results, format_csv, format_markdown, format_table, summarize
+
+    results, problems = find_results(args.paths)
+    for p in problems:
+        print(f"continual: skipped {p}", file=sys.stderr)
+    if not results:
+        raise ContinualError(f"no valid results files found in {', '.join(args.paths)}")
+    rows = summarize(results)
+    settings = sorted({(r["benchmark"], r["scenario"]) for r in rows})
+    for bench, scenario in settings:
+        print(f"\n{bench} ({scenario}-incremental)")
+        print(format_table([r for r in rows if (r["benchmark"], r["scenario"]) == (bench, scenario)]))
+    out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
+    atomic_write_text(out / "compare.md", format_markdown(rows))
+    atomic_write_text(out / "compare.csv", format_csv(rows))
+    figures = [p for p in save_figures(results, out, band=args.band) if p.name.startswith("curves_")]
+    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.csv'}, " + ", ".join(str(f) for f in figures))
     return 0
 
 
@@ -196,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the first folder given)")
     p.add_argument("--band", default="ci", choices=("ci", "std", "none"), help="band over seeds")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("sweep", help="run a grid of configurations from a TOML file (finished runs are skipped)")
+    p.add_argument("file", help="the sweep file (see continual.sweep for its format)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override out, seeds or a [base] field")
+    p.add_argument("--workers", type=int, default=1, help="local engine: parallel processes")
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help="local (default) or ray")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their folders, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="table (mean ± 95%% CI over seeds), markdown/CSV and curves from results")
+    p.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
+    p.add_argument("--out", default=None, help="folder for compare.md/.csv and the PNGs (default: the first folder)")
+    p.add_argument("--band", default="ci", choices=("ci", "std", "none"), help="band over seeds in the plot")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")
     p.add_argument("--out", default="continual-demo", help="folder for results and figures")

@@ -8,19 +8,23 @@ a results file stores.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import tempfile
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
 from . import __version__
 from .benchmarks import get_benchmark, make_stream
 from .errors import ContinualError
+from .metrics import AccuracyMatrix
 from .models import build_model
 from .results import Result
 from .strategies import Context, coerce, get_strategy
@@ -105,17 +109,37 @@ class RunConfig:
                 changes[key] = coerce(value, kinds[key], key)
             elif key in texts:
                 changes[key] = str(value)
+            elif key == "class_order":
+                changes[key] = parse_class_order(value)
         strategy = get_strategy(str(changes.get("strategy", self.strategy)))
         params = dict(self.params)
         for key, value in values.items():
-            if key in kinds or key in texts:
+            if key in kinds or key in texts or key == "class_order":
                 continue
             name = key[len("params."):] if key.startswith("params.") else key
             if name not in strategy.defaults:
-                accepted = sorted(kinds) + sorted(texts) + sorted(strategy.defaults)
+                accepted = sorted(kinds) + sorted(texts) + ["class_order"] + sorted(strategy.defaults)
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)
+
+
+def parse_class_order(value: object) -> str | list[int] | None:
+    """``None``, ``"random"``, a list of labels, or text like ``"3,1,0,2"`` -> a class order.
+
+    >>> parse_class_order("2,0,1"), parse_class_order("random"), parse_class_order([1, 0])
+    ([2, 0, 1], 'random', [1, 0])
+    """
+    if value is None or value == "random":
+        return value
+    try:
+        if isinstance(value, str):
+            return [int(c) for c in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            return [int(c) for c in value]
+    except (TypeError, ValueError):
+        pass
+    raise ContinualError(f"class_order={value!r}: expected 'random' or a list of labels like 1,0,3,2")
 
 
 def environment(device: torch.device) -> dict[str, object]:
@@ -130,8 +154,77 @@ def environment(device: torch.device) -> dict[str, object]:
     return env
 
 
-def run(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Result:
-    """Run one configuration from scratch and return its :class:`Result`.
+CHECKPOINT_FORMAT = "continual.checkpoint"
+
+
+def _config_text(cfg: RunConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def save_checkpoint(folder: Path, index: int, cfg: RunConfig, acc, trainer: Trainer, wall: float) -> Path:
+    """Write the state after experience ``index`` atomically (temporary file, then rename) and
+    keep only this checkpoint and the one before it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": 1, "config": _config_text(cfg), "index": index,
+        "acc_matrix": torch.from_numpy(acc.values.copy()), "random_init": torch.from_numpy(acc.random_init.copy()),
+        "trainer": trainer.state_dict(), "wall": wall,
+    }
+    path = folder / f"checkpoint-{index:04d}.pt"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in sorted(folder.glob("checkpoint-*.pt"))[:-2]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], None] | None = None) -> dict | None:
+    """The newest valid checkpoint in ``folder`` for this configuration, or ``None``.
+
+    A corrupt or truncated checkpoint (or one written for another configuration) is reported
+    through ``on_problem`` and passed over for the one before it, so the run repeats at most the
+    experience whose checkpoint was lost.
+    """
+    for path in sorted(folder.glob("checkpoint-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "trainer" not in state:
+                raise ValueError("not a continual checkpoint")
+        except Exception as exc:  # unpickling errors of every kind: the file is unusable
+            if on_problem:
+                on_problem(f"{path}: unreadable checkpoint ({type(exc).__name__}), using the one before")
+            continue
+        if state["config"] != _config_text(cfg):
+            if on_problem:
+                on_problem(f"{path}: written for another configuration, ignored")
+            continue
+        return state
+    return None
+
+
+def run(
+    config: RunConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    on_problem: Callable[[str], None] | None = None,
+) -> Result:
+    """Run one configuration and return its :class:`Result`.
+
+    Args:
+        config: the run's configuration (defaults are filled in here).
+        callbacks: read-only trainer callbacks (progress).
+        checkpoint_dir: if given, a checkpoint is written there after each experience, and a
+            run started again with the same configuration resumes after the last experience
+            with a valid checkpoint, ending with the same accuracy matrix as an uninterrupted
+            run on CPU. The folder is left in place; remove it once the result is saved.
+        on_problem: receives a message for each checkpoint that could not be used.
 
     Example:
         >>> r = run(RunConfig(benchmark="split-digits", strategy="finetune", epochs=1, device="cpu"))
@@ -157,10 +250,25 @@ def run(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Result:
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size,
         device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks,
     )
-    acc = trainer.run(stream, schedule=strategy.schedule)
+    resume, wall_before = None, 0.0
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        state = load_checkpoint(folder, cfg, on_problem)
+        if state is not None:
+            trainer.load_state_dict(state["trainer"])
+            resume = AccuracyMatrix.from_rows(state["acc_matrix"].numpy(), state["random_init"].numpy())
+            wall_before = float(state["wall"])
+
+    def checkpoint(index: int, acc: AccuracyMatrix) -> None:
+        if folder is not None:
+            save_checkpoint(folder, index, cfg, acc, trainer, wall_before + time.perf_counter() - wall0)
+
+    acc = trainer.run(stream, schedule=strategy.schedule, resume=resume, on_experience_end=checkpoint)
     extra = {getattr(p, "name", type(p).__name__): p.report() for p in plugins if callable(getattr(p, "report", None))}
     timings = trainer.timings.as_dict()
-    timings["wall"] = time.perf_counter() - wall0
+    timings["wall"] = wall_before + time.perf_counter() - wall0
+    if resume is not None:
+        extra["resumed"] = True
     return Result(
         config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),
         metrics=acc.summary(), timings=timings, penalties=trainer.penalties, extra=extra,

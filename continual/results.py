@@ -157,17 +157,21 @@ def load_result(path: str | Path) -> Result:
 def find_results(paths: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
     """Load every results file under ``paths`` (files, or folders searched recursively for ``*.json``).
 
+    In folders, JSON files that are not results files (no ``schema`` key, e.g. a sweep's
+    ``config.json``) are passed over silently; a file given by name is always checked.
+
     Returns:
-        ``(results, problems)``: the valid results, and one message per file that was missing,
-        malformed or not a results file (these are skipped, not fatal).
+        ``(results, problems)``: the valid results, and one message per path or file that was
+        missing, unreadable or malformed (these are skipped, not fatal).
     """
     results, problems = [], []
     for p in paths:
         p = Path(p)
         if p.is_dir():
             files = sorted(f for f in p.rglob("*.json") if not f.name.startswith("."))
+            named = False
         elif p.exists():
-            files = [p]
+            files, named = [p], True
         else:
             problems.append(f"{p}: no such file or folder")
             continue
@@ -175,8 +179,18 @@ def find_results(paths: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
             try:
                 results.append(load_result(f))
             except ContinualError as exc:
-                problems.append(str(exc))
+                if named or _claims_schema(f):
+                    problems.append(str(exc))
     return results, problems
+
+
+def _claims_schema(path: Path) -> bool:
+    """True unless the file is valid JSON that does not claim to be a results file."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True
+    return not isinstance(obj, dict) or "schema" in obj
 
 
 def group_results(results: Iterable[Result]) -> dict[tuple[str, str, str], list[Result]]:
@@ -233,3 +247,35 @@ def format_table(rows: list[dict[str, object]]) -> str:
     lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body]
     note = "mean ± 95% CI over seeds (t distribution)" if any(r["seeds"] > 1 for r in rows) else "single seed"
     return "\n".join(lines + [note])
+
+
+def _cell(pair, scale: float, digits: int) -> tuple[str, str]:
+    m, h = pair
+    return (f"{scale * m:.{digits}f}" if not math.isnan(m) else "", f"{scale * h:.{digits}f}" if not math.isnan(h) else "")
+
+
+def format_markdown(rows: list[dict[str, object]]) -> str:
+    """:func:`summarize` rows as a markdown table (metrics in percent, mean ± 95% CI)."""
+    head = ["benchmark", "scenario", "strategy", "seeds"] + [f"{name} (%)" for _, name, _ in TABLE_METRICS] + ["train+eval (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["benchmark"]), str(r["scenario"]), str(r["strategy"]), str(r["seeds"])]
+        for key, _, scale in TABLE_METRICS + (("time", "", 1.0),):
+            m, h = _cell(r[key], scale, 2 if key == "time" else 1)
+            cells.append(f"{m} ± {h}" if h else m)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(rows: list[dict[str, object]]) -> str:
+    """:func:`summarize` rows as CSV: one mean and one CI half-width column per metric (fractions, seconds)."""
+    import csv
+    import io
+
+    keys = [k for k, _, _ in TABLE_METRICS] + ["time"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["benchmark", "scenario", "strategy", "seeds"] + [f"{k}_{s}" for k in keys for s in ("mean", "ci95")])
+    for r in rows:
+        w.writerow([r["benchmark"], r["scenario"], r["strategy"], r["seeds"]] + [v for k in keys for v in r[k]])
+    return buf.getvalue()

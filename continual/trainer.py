@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -107,6 +108,9 @@ class Timings:
     def as_dict(self) -> dict[str, object]:
         return {"train": self.train, "eval": self.eval, "plugins": self.plugins,
                 "total_train": sum(self.train), "total_eval": sum(self.eval), "total_plugins": sum(self.plugins)}
+
+    def lists(self) -> dict[str, list[float]]:
+        return {"train": list(self.train), "eval": list(self.eval), "plugins": list(self.plugins)}
 
 
 class Trainer:
@@ -196,6 +200,49 @@ class Trainer:
             self._task_mask = stream.task_class_mask().to(self.device)
         else:
             self._task_mask = None
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue training exactly: model, optimizer, generators, plugin
+        states, timings and penalties. Holds only tensors and plain Python values, so it loads
+        with ``torch.load(..., weights_only=True)``."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "augment_generator": self.augment_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "plugins": [p.state_dict() if callable(getattr(p, "state_dict", None)) else None for p in self.plugins],
+            "timings": self.timings.lists(),
+            "penalties": {k: list(v) for k, v in self.penalties.items()},
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`. Plugin states are loaded first, so a plugin that
+        changes the model's structure (a grown head) can rebuild it before the weights load;
+        parameters in the model but not yet in the optimizer join it, in model order, before the
+        optimizer state loads."""
+        if len(state["plugins"]) != len(self.plugins):
+            raise ContinualError(f"checkpoint has {len(state['plugins'])} plugin states for {len(self.plugins)} plugins")
+        for plugin, plugin_state in zip(self.plugins, state["plugins"]):
+            if plugin_state is not None:
+                plugin.load_state_dict(plugin_state)
+        self.model.load_state_dict(state["model"])
+        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        missing = [p for p in self.model.parameters() if id(p) not in known]
+        if missing:
+            self.optimizer.add_param_group({"params": missing})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.augment_generator.set_state(state["augment_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.timings = Timings(**state["timings"])
+        self.penalties = {k: list(v) for k, v in state["penalties"].items()}
 
     # -------------------------------------------------------------- training
     def fit(self, experience: Experience) -> None:
@@ -296,7 +343,14 @@ class Trainer:
         self.timings.eval.append(time.perf_counter() - t0)
         return row
 
-    def run(self, stream: Stream, *, schedule: Schedule = "sequential") -> AccuracyMatrix:
+    def run(
+        self,
+        stream: Stream,
+        *,
+        schedule: Schedule = "sequential",
+        resume: AccuracyMatrix | None = None,
+        on_experience_end: Callable[[int, AccuracyMatrix], None] | None = None,
+    ) -> AccuracyMatrix:
         """Train on ``stream`` and return the accuracy matrix.
 
         Args:
@@ -306,26 +360,42 @@ class Trainer:
                 0..i (continuing from the current model); ``"joint"`` trains once on the union of
                 all experiences and reports that single row against every experience (all T rows
                 are equal, so forgetting and BWT are 0 by construction).
+            resume: the accuracy matrix of an interrupted run whose trainer state was restored
+                with :meth:`load_state_dict`; training continues after its last complete row.
+            on_experience_end: called with ``(index, acc_matrix)`` after each experience's row
+                is recorded (where a run writes its checkpoint).
         """
         if schedule not in SCHEDULES:
             raise ContinualError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
         stream = stream.to(self.device)
         self._set_scenario(stream)
         T = len(stream)
-        acc = AccuracyMatrix(T)
-        acc.set_random_init(self.evaluate(stream))
+        if resume is not None:
+            if resume.num_experiences != T:
+                raise ContinualError(f"cannot resume: the saved matrix has {resume.num_experiences} experiences, the stream {T}")
+            acc = resume
+            start = int((~np.isnan(acc.values).any(axis=1)).sum())
+        else:
+            acc = AccuracyMatrix(T)
+            acc.set_random_init(self.evaluate(stream))
+            start = 0
         if schedule == "joint":
-            self._emit("experience_start", index=0, num_experiences=1)
-            self.fit(concat(list(stream), index=0))
-            row = self._evaluate_timed(stream)
-            for i in range(T):
-                acc.set_row(i, row)
-            self._emit("experience_end", index=0, num_experiences=1, row=row)
+            if start == 0:
+                self._emit("experience_start", index=0, num_experiences=1)
+                self.fit(concat(list(stream), index=0))
+                row = self._evaluate_timed(stream)
+                for i in range(T):
+                    acc.set_row(i, row)
+                self._emit("experience_end", index=0, num_experiences=1, row=row)
+                if on_experience_end:
+                    on_experience_end(T - 1, acc)
             return acc
-        for i, experience in enumerate(stream):
+        for i in range(start, T):
             self._emit("experience_start", index=i, num_experiences=T)
-            self.fit(concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else experience)
+            self.fit(concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else stream[i])
             row = self._evaluate_timed(stream)
             acc.set_row(i, row)
             self._emit("experience_end", index=i, num_experiences=T, row=row)
+            if on_experience_end:
+                on_experience_end(i, acc)
         return acc

@@ -1,0 +1,300 @@
+"""Sweeps: a TOML file expanded into a grid of runs, each in a folder named by its configuration's hash.
+
+A sweep file::
+
+    out = "sweeps/digits"          # output folder (relative to the current directory)
+    seeds = 3                      # an int n (seeds 0..n-1) or a list of seeds
+
+    [base]                         # RunConfig fields shared by every run; a list expands the grid
+    benchmark = "split-digits"
+    scenario = "class"
+    epochs = 10
+    device = "cpu"
+
+    [strategies]                   # strategy name -> its hyperparameter grid (lists expand)
+    finetune = {}
+    joint = {}
+    cumulative = {}
+
+Each run's folder is ``out/<hash>`` where the hash is taken over the resolved configuration
+(every default filled in), saved beside the result as ``config.json``; a run whose
+``result.json`` exists and is valid is skipped when the sweep is started again. Runs execute
+sequentially, in a local process pool (``workers > 1``), or as Ray tasks (``engine="ray"``);
+either way the worker returns the result and this process writes it, atomically, so nothing
+half-written is ever left and remote workers need no shared file system. A failed run is
+reported with its error (also saved as ``error.txt`` in its folder) and does not stop the others.
+Local runs checkpoint after each experience in ``<run folder>/checkpoints`` and resume from there
+when the sweep is started again after a crash; Ray tasks start over (their checkpoints would
+live on another machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ContinualError
+from .experiment import RunConfig
+from .results import atomic_write_text, load_result, result_from_dict, save_result
+
+ENGINES = ("local", "ray")
+_SWEEP_KEYS = {"out", "seeds", "base", "strategies"}
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ContinualError(f"{path}: no such sweep file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ContinualError(f"{path}: not valid TOML ({exc})") from None
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep: the output folder, seeds, shared settings and per-strategy grids."""
+
+    out: Path
+    seeds: list[int]
+    base: dict[str, object] = field(default_factory=dict)
+    strategies: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, object], source: str = "sweep") -> Sweep:
+        unknown = set(obj) - _SWEEP_KEYS
+        if unknown:
+            raise ContinualError(f"{source}: unknown key {sorted(unknown)[0]!r}; accepted: {', '.join(sorted(_SWEEP_KEYS))}")
+        seeds = obj.get("seeds", 1)
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ContinualError(f"{source}: seeds={seeds} must be at least 1")
+            seeds = list(range(seeds))
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+            raise ContinualError(f"{source}: seeds must be a positive int or a list of ints, got {seeds!r}")
+        base = obj.get("base", {})
+        strategies = obj.get("strategies")
+        if not isinstance(base, dict):
+            raise ContinualError(f"{source}: [base] must be a table")
+        if not isinstance(strategies, dict) or not strategies:
+            raise ContinualError(f"{source}: [strategies] must list at least one strategy, e.g. finetune = {{}}")
+        for name, grid in strategies.items():
+            if not isinstance(grid, dict):
+                raise ContinualError(f"{source}: strategies.{name} must be a table of hyperparameters, got {grid!r}")
+        if "seed" in base or "strategy" in base:
+            raise ContinualError(f"{source}: set seeds with 'seeds' and strategies under [strategies], not in [base]")
+        return cls(out=Path(str(obj.get("out", "sweeps"))), seeds=list(seeds), base=dict(base), strategies=dict(strategies))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Sweep:
+        path = Path(path)
+        return cls.from_dict(_load_toml(path), str(path))
+
+    def override(self, values: Mapping[str, str]) -> Sweep:
+        """A copy with ``--set`` values applied: ``out``, ``seeds`` or any [base] field."""
+        sweep = Sweep(self.out, list(self.seeds), dict(self.base), dict(self.strategies))
+        for key, value in values.items():
+            if key == "out":
+                sweep.out = Path(value)
+            elif key == "seeds":
+                sweep.seeds = Sweep.from_dict({"seeds": _parse_scalar(value), "strategies": {"x": {}}}).seeds
+            else:
+                RunConfig().override({key: value})  # checks the key and type, with the accepted keys in the error
+                sweep.base[key] = value
+        return sweep
+
+    def configs(self) -> list[RunConfig]:
+        """Every run of the grid, resolved (defaults filled in, names and types checked)."""
+        base_items = [(k, v if isinstance(v, list) else [v]) for k, v in self.base.items()]
+        runs = []
+        for strategy, grid in self.strategies.items():
+            grid_items = [(k, v if isinstance(v, list) else [v]) for k, v in grid.items()]
+            varied = [k for k, v in grid_items if len(v) > 1]
+            for base_values in itertools.product(*[v for _, v in base_items]):
+                for params in itertools.product(*[v for _, v in grid_items]):
+                    chosen = dict(zip([k for k, _ in grid_items], params))
+                    label = strategy + ("[" + ",".join(f"{k}={chosen[k]}" for k in varied) + "]" if varied else "")
+                    settings = dict(zip([k for k, _ in base_items], base_values))
+                    for seed in self.seeds:
+                        cfg = RunConfig(strategy=strategy, label=label).override({**settings, **chosen, "seed": seed})
+                        runs.append(cfg.resolve())
+        return runs
+
+
+def _parse_scalar(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def config_hash(config: RunConfig) -> str:
+    """A short, stable hash of a resolved configuration (same config, same folder)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_dir(out: Path, config: RunConfig) -> Path:
+    return out / config_hash(config)
+
+
+def is_finished(folder: Path) -> bool:
+    """A run is finished when its result file exists and is valid."""
+    try:
+        load_result(folder / "result.json")
+        return True
+    except ContinualError:
+        return False
+
+
+def _execute(config_dict: dict, checkpoint_dir: str | None = None) -> dict:
+    """Run one configuration (in this process, a pool worker or a Ray task) -> result dict or error.
+
+    With a ``checkpoint_dir`` (local engines: the run's folder) the run checkpoints after each
+    experience and resumes from there when the sweep is started again after a crash.
+    """
+    from .experiment import run
+
+    try:
+        return {"ok": True, "result": run(RunConfig(**config_dict), checkpoint_dir=checkpoint_dir).to_dict()}
+    except ContinualError as exc:
+        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # a failed run is reported, not fatal to the sweep
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+@dataclass
+class Outcome:
+    config: RunConfig
+    folder: Path
+    status: str  # "done", "skipped" or "failed"
+    error: str = ""
+
+
+def _record(folder: Path, config: RunConfig, reply: dict) -> Outcome:
+    if reply.get("ok"):
+        save_result(result_from_dict(reply["result"], str(folder)), folder / "result.json")
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        (folder / "error.txt").unlink(missing_ok=True)
+        return Outcome(config, folder, "done")
+    error = reply.get("error", "unknown error")
+    atomic_write_text(folder / "error.txt", error + "\n" + reply.get("traceback", ""))
+    return Outcome(config, folder, "failed", error)
+
+
+def run_sweep(
+    sweep: Sweep,
+    *,
+    workers: int = 1,
+    engine: str = "local",
+    address: str | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run every configuration of ``sweep`` that has no valid result yet.
+
+    Args:
+        sweep: the parsed sweep.
+        workers: local engine: 1 runs sequentially in this process, N > 1 in a process pool.
+        engine: ``"local"`` or ``"ray"`` (each run a Ray task; needs the ``ray`` extra).
+        address: Ray cluster address (default: start a local Ray instance).
+        on_outcome: called once per run as it finishes (progress display).
+
+    Returns:
+        One :class:`Outcome` per configuration, in grid order.
+    """
+    if engine not in ENGINES:
+        raise ContinualError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if workers < 1:
+        raise ContinualError(f"--workers {workers} must be at least 1")
+    configs = sweep.configs()
+    outcomes: dict[int, Outcome] = {}
+    pending: list[tuple[int, RunConfig, Path]] = []
+    for i, cfg in enumerate(configs):
+        folder = run_dir(sweep.out, cfg)
+        atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
+        if is_finished(folder):
+            outcomes[i] = Outcome(cfg, folder, "skipped")
+            if on_outcome:
+                on_outcome(outcomes[i])
+        else:
+            pending.append((i, cfg, folder))
+
+    def finish(i: int, cfg: RunConfig, folder: Path, reply: dict) -> None:
+        outcomes[i] = _record(folder, cfg, reply)
+        if on_outcome:
+            on_outcome(outcomes[i])
+
+    if engine == "ray":
+        _run_ray(pending, address, finish)
+    elif workers == 1:
+        for i, cfg, folder in pending:
+            finish(i, cfg, folder, _execute(cfg.to_dict(), str(folder / "checkpoints")))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no forked torch threads
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_execute, cfg.to_dict(), str(folder / "checkpoints")): (i, cfg, folder) for i, cfg, folder in pending}
+            for fut in cf.as_completed(futures):
+                i, cfg, folder = futures[fut]
+                try:
+                    reply = fut.result()
+                except Exception as exc:  # the worker process died
+                    reply = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
+                finish(i, cfg, folder, reply)
+    return [outcomes[i] for i in range(len(configs))]
+
+
+def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None, finish) -> None:
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ContinualError("--engine ray needs Ray: pip install 'continual[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        remote = ray.remote(_execute)
+        refs = {}
+        for i, cfg, folder in pending:
+            gpus = 1 if str(cfg.device).startswith("cuda") else 0
+            refs[remote.options(num_cpus=1, num_gpus=gpus).remote(cfg.to_dict())] = (i, cfg, folder)
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            i, cfg, folder = refs[done[0]]
+            try:
+                reply = ray.get(done[0])
+            except Exception as exc:  # the task or its worker died
+                reply = {"ok": False, "error": f"ray task failed: {type(exc).__name__}: {exc}"}
+            finish(i, cfg, folder, reply)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def print_outcome(total: int) -> Callable[[Outcome], None]:
+    """A progress printer: one line per finished run with a running count."""
+    count = 0
+
+    def show(o: Outcome) -> None:
+        nonlocal count
+        count += 1
+        c = o.config
+        what = f"{c.benchmark}/{c.scenario} {c.label or c.strategy} seed {c.seed}"
+        tail = {"done": "done", "skipped": "skipped (finished before)", "failed": f"FAILED: {o.error}"}[o.status]
+        print(f"[{count}/{total}] {what} ({o.folder.name}): {tail}", file=sys.stderr, flush=True)
+
+    return show

@@ -1,0 +1,192 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from continual import ContinualError, Plugin, RunConfig, Strategy, load_result, run, save_result
+from continual.cli import main
+from continual.strategies import STRATEGIES, register
+from continual.sweep import Sweep, config_hash, run_dir, run_sweep
+from tests.test_results import fake
+
+SWEEP = """
+out = "{out}"
+seeds = 2
+[base]
+benchmark = "split-digits"
+epochs = [1, 2]
+device = "cpu"
+[strategies]
+finetune = {{}}
+joint = {{}}
+"""
+
+
+def write_sweep(tmp_path, text=SWEEP):
+    f = tmp_path / "sweep.toml"
+    f.write_text(text.format(out=tmp_path / "out"))
+    return f
+
+
+def test_grid_expansion_and_hashing(tmp_path):
+    sweep = Sweep.from_file(write_sweep(tmp_path))
+    configs = sweep.configs()
+    assert len(configs) == 2 * 2 * 2  # strategies x epochs x seeds
+    assert {(c.strategy, c.epochs, c.seed) for c in configs} == {(s, e, k) for s in ("finetune", "joint") for e in (1, 2) for k in (0, 1)}
+    hashes = [config_hash(c) for c in configs]
+    assert len(set(hashes)) == len(hashes)  # different config, different folder
+    again = Sweep.from_file(write_sweep(tmp_path)).configs()
+    assert [config_hash(c) for c in again] == hashes  # same config, same folder
+    assert config_hash(configs[0].override({"lr": 0.5})) != hashes[0]
+
+
+def test_grid_over_strategy_parameters_labels_the_runs(tmp_path):
+    register(Strategy("toy-grid", "test only", defaults={"lam": 1.0}))
+    try:
+        sweep = Sweep.from_dict({"seeds": [3], "strategies": {"toy-grid": {"lam": [1.0, 10.0]}}})
+        labels = sorted(c.label for c in sweep.configs())
+        assert labels == ["toy-grid[lam=1.0]", "toy-grid[lam=10.0]"]
+        assert sorted(c.params["lam"] for c in sweep.configs()) == [1.0, 10.0]
+    finally:
+        del STRATEGIES["toy-grid"]
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"strategies": {}}, "at least one strategy"),
+    ({"strategies": {"finetune": {}}, "seeds": 0}, "seeds=0"),
+    ({"strategies": {"finetune": {}}, "sedes": 3}, "unknown key 'sedes'"),
+    ({"strategies": {"finetune": {"lam": [1, 2]}}}, "unknown setting 'lam'"),
+    ({"strategies": {"nope": {}}}, "unknown strategy 'nope'"),
+    ({"strategies": {"finetune": {}}, "base": {"epochs": "many"}}, "epochs='many' is not a valid int"),
+])
+def test_bad_sweeps_are_clear_errors(obj, message):
+    with pytest.raises(ContinualError, match=message):
+        Sweep.from_dict(obj).configs()
+
+
+def test_sweep_runs_then_skips_finished_runs(tmp_path, capsys):
+    f = write_sweep(tmp_path)
+    assert main(["sweep", str(f), "--quiet", "--set", "seeds=1"]) == 0
+    folders = sorted((tmp_path / "out").iterdir())
+    assert len(folders) == 4
+    for d in folders:
+        cfg = json.loads((d / "config.json").read_text())
+        assert d.name == config_hash(RunConfig(**cfg))
+        assert load_result(d / "result.json").config == cfg
+        assert not (d / "checkpoints").exists()
+    stamps = {d: (d / "result.json").stat().st_mtime_ns for d in folders}
+    assert main(["sweep", str(f), "--quiet", "--set", "seeds=1"]) == 0
+    assert "0 run, 4 skipped, 0 failed" in capsys.readouterr().out
+    assert stamps == {d: (d / "result.json").stat().st_mtime_ns for d in folders}
+
+
+class Boom(Plugin):
+    def before_experience(self, model, experience):
+        raise RuntimeError("boom in before_experience")
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path):
+    register(Strategy("toy-fail", "test only", make_plugins=lambda p, c: [Boom()]))
+    try:
+        sweep = Sweep.from_dict({"out": str(tmp_path), "seeds": 1, "base": {"epochs": 1, "device": "cpu"},
+                                 "strategies": {"toy-fail": {}, "finetune": {}}})
+        outcomes = run_sweep(sweep)
+        assert [o.status for o in outcomes] == ["failed", "done"]
+        assert "boom in before_experience" in outcomes[0].error
+        assert "boom" in (outcomes[0].folder / "error.txt").read_text()
+    finally:
+        del STRATEGIES["toy-fail"]
+
+
+def test_process_pool_gives_the_same_results(tmp_path):
+    obj = {"seeds": 2, "base": {"epochs": 1, "device": "cpu"}, "strategies": {"finetune": {}}}
+    seq = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "a")}))
+    pool = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "b")}), workers=2)
+    for a, b in zip(seq, pool):
+        assert a.folder.name == b.folder.name
+        assert load_result(a.folder / "result.json").acc_matrix == load_result(b.folder / "result.json").acc_matrix
+
+
+def test_ray_engine_runs_a_two_configuration_sweep(tmp_path):
+    pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+    sweep = Sweep.from_dict({"out": str(tmp_path), "seeds": 1, "base": {"epochs": 1, "device": "cpu"},
+                             "strategies": {"finetune": {}, "joint": {}}})
+    outcomes = run_sweep(sweep, engine="ray")
+    assert [o.status for o in outcomes] == ["done", "done"]
+    local = run(sweep.configs()[0])
+    assert load_result(outcomes[0].folder / "result.json").acc_matrix == local.acc_matrix
+
+
+def cli(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return [sys.executable, "-m", "continual.cli", *args], dict(cwd=cwd, env=env)
+
+
+def test_resume_after_sigkill_gives_the_same_matrix(tmp_path):
+    args = ["run", "--strategy", "finetune", "--epochs", "120", "--momentum", "0.9", "--device", "cpu", "--quiet"]
+    cmd, kw = cli(*args, "--out", "killed", cwd=tmp_path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    ckpt = tmp_path / "killed" / ".checkpoints" / "split-digits_class_finetune_seed0"
+    deadline = time.time() + 120
+    while not (ckpt / "checkpoint-0001.pt").exists():  # experiences 0 and 1 done: now in the third
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.005)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    result_file = tmp_path / "killed" / "split-digits_class_finetune_seed0.json"
+    assert not result_file.exists()
+    cmd, kw = cli(*args, "--out", "killed", cwd=tmp_path)
+    subprocess.run(cmd, check=True, capture_output=True, **kw)  # the same command again: resumes
+    resumed = load_result(result_file)
+    assert resumed.extra.get("resumed") is True
+    assert not ckpt.exists()  # checkpoints are removed once the result is saved
+    cmd, kw = cli(*args, "--out", "whole", cwd=tmp_path)
+    subprocess.run(cmd, check=True, capture_output=True, **kw)
+    whole = load_result(tmp_path / "whole" / "split-digits_class_finetune_seed0.json")
+    assert resumed.acc_matrix == whole.acc_matrix and resumed.random_init == whole.random_init
+
+
+def test_corrupted_checkpoint_repeats_only_that_experience(tmp_path):
+    cfg = RunConfig(strategy="finetune", epochs=2, momentum=0.9, device="cpu")
+    whole = run(cfg)
+    run(cfg, checkpoint_dir=tmp_path)
+    newest = sorted(tmp_path.glob("checkpoint-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    trained = []
+    problems = []
+    resumed = run(cfg, checkpoint_dir=tmp_path, on_problem=problems.append,
+                  callbacks=[lambda e, info: trained.append(info["index"]) if e == "experience_start" else None])
+    assert trained == [4]  # only the experience whose checkpoint was lost is repeated
+    assert len(problems) == 1 and newest.name in problems[0]
+    assert resumed.acc_matrix == whole.acc_matrix
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
+    run(RunConfig(strategy="finetune", epochs=1, device="cpu"), checkpoint_dir=tmp_path)
+    problems = []
+    other = RunConfig(strategy="finetune", epochs=2, device="cpu")
+    r = run(other, checkpoint_dir=tmp_path, on_problem=problems.append)
+    assert "resumed" not in r.extra and problems and "another configuration" in problems[0]
+
+
+def test_compare_on_hand_written_results(tmp_path, capsys):
+    for s, final in enumerate([0.6, 0.7, 0.8]):
+        save_result(fake("ewc", s, final), tmp_path / f"ewc{s}.json")
+    save_result(fake("finetune", 0, 0.1), tmp_path / "ft.json")
+    (tmp_path / "broken.json").write_text('{"schema": "continual.result", "version": 1}')
+    assert main(["compare", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "broken.json" in err and "missing key" in err
+    # final accuracy = mean of (0.5 + final) / 2 over seeds = 0.60 +- t(2) * sd / sqrt(3)
+    assert "60.0 ± 12.4" in out
+    md = (tmp_path / "compare.md").read_text()
+    assert "| b | class | ewc | 3 | 60.0 ± 12.4 |" in md
+    csv = (tmp_path / "compare.csv").read_text().splitlines()
+    assert csv[0].startswith("benchmark,scenario,strategy,seeds,final_average_accuracy_mean,final_average_accuracy_ci95")
+    assert (tmp_path / "curves_b_class.png").exists()
