@@ -71,6 +71,8 @@ def _run_many(configs, out: Path, quiet: bool) -> list:
         path = out / f"{name}.json"
         save_result(result, path)
         shutil.rmtree(checkpoints, ignore_errors=True)
+        if checkpoints.parent.exists() and not any(checkpoints.parent.iterdir()):
+            checkpoints.parent.rmdir()
         results.append(result)
         if not quiet:
             m = result.metrics
