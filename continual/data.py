@@ -16,8 +16,10 @@ File-based datasets are read from their standard distributions, with numpy (no p
 Where files are looked for, in order: ``root=`` (``--data-root``), ``$CONTINUAL_DATA``, the user
 cache ``~/.cache/continual`` (``$XDG_CACHE_HOME/continual``), then system dataset folders
 (Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST under
-``/usr/share/datasets/fashion-mnist``). In each of the first three, both ``<base>/<dataset>`` and
-``<base>`` itself are tried. Nothing is downloaded unless ``download=True``; a download is
+``/usr/share/datasets/fashion-mnist``). In each of the first three the dataset's folder
+``<base>/<dataset>`` is tried (``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``; also
+torchvision's ``MNIST/raw`` and ``FashionMNIST/raw``), and ``root`` itself as well: MNIST and
+Fashion-MNIST files have the same names, so only a folder named for one dataset is read as it. Nothing is downloaded unless ``download=True``; a download is
 verified against its SHA-256 before it is renamed into place.
 """
 
@@ -291,7 +293,9 @@ def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
         raise ContinualError(f"unknown dataset {name!r}; expected one of {', '.join(_FOLDERS)}")
     dirs: list[Path] = []
     for base in _bases(root):
-        dirs += [base / sub for sub in _FOLDERS[name]] + [base]
+        dirs += [base / sub for sub in _FOLDERS[name]]
+        if root is not None and base == Path(root).expanduser():
+            dirs.append(base)  # only the folder the user named: MNIST and Fashion-MNIST files have the same names
     dirs += [Path(d) for d in SYSTEM_DIRS.get(name, ())]
     return list(dict.fromkeys(dirs))  # in order, without repeats
 

@@ -159,19 +159,24 @@ def test_search_order(isolated, monkeypatch):
     write_mnist(system, seed=4)
     monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": (str(system),)})
     expected = fashion_mnist().x_train  # only the system folder has files
-    for folder, seed in ((cache / "fashion-mnist", 3), (env, 2), (root / "fashion-mnist", 1)):
+    write_mnist(env, seed=5)  # files directly in $CONTINUAL_DATA are not read as any one dataset
+    assert data.search_dirs("mnist")[0] == cache / "mnist"
+    for folder, seed in ((cache / "fashion-mnist", 3), (env / "fashion-mnist", 2), (root / "fashion-mnist", 1)):
         write_mnist(folder, seed=seed)
     monkeypatch.setenv(data.ENV_VAR, str(env))
     assert not torch.equal(fashion_mnist().x_train, expected)
+    assert env not in data.search_dirs("mnist") and env / "mnist" in data.search_dirs("mnist")
+    with pytest.raises(ContinualError, match="MNIST not found"):
+        mnist()  # Fashion-MNIST-named files lying in $CONTINUAL_DATA are not taken for MNIST
     loaded = {seed: torch.from_numpy(write_mnist(isolated / f"ref{seed}", seed=seed)["train-images-idx3-ubyte"])
               for seed in (1, 2, 3, 4)}
     assert torch.equal(fashion_mnist(root=root).x_train[:, 0], loaded[1])  # root/<name> first
-    assert torch.equal(fashion_mnist().x_train[:, 0], loaded[2])  # then $CONTINUAL_DATA itself
+    assert torch.equal(fashion_mnist().x_train[:, 0], loaded[2])  # then $CONTINUAL_DATA/fashion-mnist
     monkeypatch.delenv(data.ENV_VAR)
     assert torch.equal(fashion_mnist().x_train[:, 0], loaded[3])  # then the cache
     assert torch.equal(expected[:, 0], loaded[4])  # and the system folder last
     dirs = data.search_dirs("fashion-mnist", root)
-    assert dirs[0] == root / "fashion-mnist" and dirs[-1] == system
+    assert dirs[0] == root / "fashion-mnist" and root in dirs and dirs[-1] == system
 
 
 def test_missing_files_error_lists_places_and_ways(isolated, monkeypatch):
