@@ -311,7 +311,7 @@ def _missing(name: str, title: str, wanted: str, root, extra: str = "") -> Conti
     if name in _APT:
         ways.append(f"install it (Debian/Ubuntu: apt-get install {_APT[name]})")
     ways.append(f"download it (download=True, --download; into {download_dir(name, root)})")
-    ways.append("or point root= / --data-root at a folder holding the files")
+    ways.append(f"or point root= / --data-root (or ${ENV_VAR}) at a folder holding the files")
     return ContinualError(f"{title} not found: looked for {wanted} in {places}.{extra} To get it: {'; '.join(ways)}")
 
 

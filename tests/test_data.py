@@ -5,6 +5,7 @@ Nothing here needs the network or the real datasets; the one end-to-end test on 
 Fashion-MNIST files is skipped when Debian's dataset-fashion-mnist package is absent.
 """
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from continual import BENCHMARKS, ContinualError, RunConfig, make_stream, run
+from continual import BENCHMARKS, ContinualError, RunConfig, Trainer, build_model, make_stream, run
 from continual import data
 from continual.cli import build_parser, main
 from continual.data import RandomCropFlip, cifar10, cifar100, fashion_mnist, mnist, read_idx
@@ -424,11 +425,26 @@ def test_loader_options_through_make_stream(all_data):
     assert make_stream("split-cifar10", root=str(all_data), augment=False)[0].transform.augment is None
 
 
+def test_cifar_run_augments_training_batches_deterministically(all_data):
+    cfg = RunConfig(benchmark="split-cifar10", epochs=1, batch_size=8, device="cpu", data_root=str(all_data))
+    first, second = run(cfg), run(cfg)
+    assert first.acc_matrix == second.acc_matrix and first.config["model"] == "convnet"
+    calls = []
+    experience = make_stream("split-cifar10", root=str(all_data))[0]
+    crop = experience.transform.augment
+    spy = dataclasses.replace(experience.transform, augment=lambda x, g: calls.append(g) or crop(x, g))
+    trainer = Trainer(build_model("convnet", (3, 32, 32), 10), epochs=1, batch_size=8, device="cpu")
+    trainer.fit(dataclasses.replace(experience, transform=spy))
+    assert calls and all(g is trainer.augment_generator for g in calls)
+
+
 def test_run_and_cli_with_data_root(all_data, tmp_path, capsys):
     result = run(RunConfig(benchmark="split-fmnist", epochs=1, batch_size=16, device="cpu", data_root=str(all_data)))
     assert len(result.acc_matrix) == 5 and result.config["data_root"] == str(all_data)
-    help_text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
-    assert "--data-root" in help_text and "--download" in help_text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--data-root" in help_text and "--download" in help_text and "dataset-fashion-mnist" in help_text
     code = main(["run", "--benchmark", "split-mnist", "--data-root", str(all_data), "--batch-size", "16",
                  "--device", "cpu", "--quiet", "--out", str(tmp_path / "runs")])
     assert code == 0 and "split-mnist" in capsys.readouterr().out
