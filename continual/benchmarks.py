@@ -146,7 +146,8 @@ register(Benchmark(
 # Standard class orders: labels 0..C-1 in order (Split MNIST: 0/1, 2/3, ..., as van de Ven & Tolias
 # 2019); --class-order random gives a seeded shuffled order.
 # MNIST-like: MLP 784-400-400 (van de Ven & Tolias 2019); one epoch at batch 10 for the split
-# streams, batch 128 for permuted/rotated (the DER/Mammoth protocol, Buzzega et al. 2020), plain SGD.
+# streams, batch 128 for permuted/rotated (the epochs and batch sizes of DER, Buzzega et al. 2020).
+# The learning rates are ours for plain SGD without momentum (DER tunes them per method).
 for _name, _load, _title in (("mnist", data.mnist, "MNIST"), ("fmnist", data.fashion_mnist, "Fashion-MNIST")):
     _where = " (apt-get install dataset-fashion-mnist, or --download)" if _name == "fmnist" else " (--download or --data-root)"
     register(Benchmark(
@@ -170,7 +171,7 @@ for _name, _load, _title in (("mnist", data.mnist, "MNIST"), ("fmnist", data.fas
 register(Benchmark(
     "split-cifar10", "CIFAR-10 (binary; --download or --data-root), 5 experiences of 2 classes; papers use ResNet-18",
     load=data.cifar10, kind="split", scenarios=("class", "task"), num_experiences=5,
-    model="convnet", epochs=50, lr=0.1, batch_size=32,  # Seq-CIFAR-10 of DER (Buzzega et al. 2020)
+    model="convnet", epochs=50, lr=0.1, batch_size=32,  # epochs and batch of DER's Seq-CIFAR-10
 ))
 register(Benchmark(
     "split-cifar100", "CIFAR-100 (binary), 10 experiences of 10 classes; papers use ResNet-18",
@@ -181,5 +182,5 @@ register(Benchmark(
     "split-cifar100-20", "CIFAR-100 (binary), 20 experiences of 5 classes, task-incremental, a single pass "
     "(GEM, A-GEM, ER; reduced ResNet-18 there)",
     load=partial(data.cifar100, augment=False), kind="split", scenarios=("task", "class"), num_experiences=20,
-    model="convnet", epochs=1, lr=0.03, batch_size=10,
+    model="convnet", epochs=1, lr=0.03, batch_size=10,  # single pass, batch 10, lr 0.03, no augmentation (A-GEM, ER)
 ))
