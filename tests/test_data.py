@@ -25,7 +25,7 @@ from continual import BENCHMARKS, ContinualError, RunConfig, Trainer, build_mode
 from continual import data
 from continual.cli import build_parser, main
 from continual.data import RandomCropFlip, cifar10, cifar100, fashion_mnist, mnist, read_idx
-from continual.streams import permuted, rotate
+from continual.streams import permuted, rotate, rotated
 
 REAL_URLOPEN = urllib.request.urlopen
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -414,6 +414,10 @@ def test_permuted_and_rotated_benchmarks(all_data):
     for i, e in enumerate(rot):
         assert torch.equal(e.x_train, rotate(fm.x_train, 180.0 * i / 3))
         assert torch.equal(e.x_test, rotate(fm.x_test, 180.0 * i / 3))
+    right = rotated(fm, 3, angles=[0, 90, 180])  # configured angles, checked against exact rotations
+    assert torch.equal(right[0].x_train, fm.x_train)
+    assert torch.equal(right[1].x_train, torch.rot90(fm.x_train, 1, (2, 3)))  # counter-clockwise
+    assert torch.equal(right[2].x_test, fm.x_test.flip(2, 3))
 
 
 def test_loader_options_through_make_stream(all_data):
