@@ -7,7 +7,7 @@ the accuracy matrix and its metrics, baselines, plots and a CLI.
 __version__ = "0.1.0"
 
 from .benchmarks import BENCHMARKS, Benchmark, get_benchmark, make_stream
-from .data import Dataset, Transform, digits, synthetic
+from .data import Dataset, RandomCropFlip, Transform, cifar10, cifar100, digits, fashion_mnist, mnist, synthetic
 from .errors import ContinualError
 from .experiment import RunConfig, run
 from .metrics import (
@@ -38,4 +38,5 @@ __all__ = [
     "forgetting", "forward_transfer", "get_benchmark", "get_strategy", "intransigence", "learning_accuracy",
     "load_result", "make_stream", "mean_ci", "permuted", "register", "rotated", "run", "save_result", "split",
     "synthetic",
+    "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
 ]

@@ -6,8 +6,10 @@ model and training hyperparameters; :func:`make_stream` builds the stream.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -65,6 +67,21 @@ def get_benchmark(name: str) -> Benchmark:
         raise ContinualError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}") from None
 
 
+def _loader_kwargs(bench: Benchmark, *, root, download: bool, **load_kwargs) -> dict:
+    """``load_kwargs`` plus ``root``/``download`` where given and the loader takes them (bundled data takes neither)."""
+    accepted = inspect.signature(bench.load).parameters
+    for key, value in (("root", root), ("download", download)):
+        if value and key in accepted:
+            load_kwargs[key] = value
+        elif key == "download" and value:
+            raise ContinualError(f"benchmark {bench.name!r} uses bundled data; there is nothing to download")
+    unknown = [k for k in load_kwargs if k not in accepted]
+    if unknown:
+        raise ContinualError(f"benchmark {bench.name!r} does not take {', '.join(unknown)}; its loader takes "
+                             f"{', '.join(accepted) or 'no arguments'}")
+    return load_kwargs
+
+
 def make_stream(
     name: str,
     *,
@@ -73,6 +90,8 @@ def make_stream(
     seed: int = 0,
     class_order: str | list[int] | None = None,
     device: torch.device | str = "cpu",
+    root: str | None = None,
+    download: bool = False,
     **load_kwargs,
 ) -> Stream:
     """Build the named benchmark's stream on ``device``.
@@ -84,14 +103,17 @@ def make_stream(
         seed: seeds permutations, random angles and a ``"random"`` class order.
         class_order: split benchmarks only: ``None`` (standard order), ``"random"`` or a list.
         device: where the tensors live.
-        **load_kwargs: passed to the dataset loader (e.g. ``root``, ``download`` for file-based data).
+        root: a folder searched first for file-based datasets (``--data-root``); ignored by
+            benchmarks on bundled data.
+        download: file-based datasets only: download (SHA-256 verified) when not found.
+        **load_kwargs: passed to the dataset loader (e.g. ``augment=False`` for CIFAR).
     """
     bench = get_benchmark(name)
     scenario = scenario or bench.default_scenario
     if scenario not in bench.scenarios:
         raise ContinualError(f"benchmark {name!r} has no scenario {scenario!r}; expected one of {', '.join(bench.scenarios)}")
     num_experiences = num_experiences or bench.num_experiences
-    dataset = bench.load(**load_kwargs)
+    dataset = bench.load(**_loader_kwargs(bench, root=root, download=download, **load_kwargs))
     if bench.kind == "split":
         return streams.split(dataset, num_experiences, scenario=scenario, class_order=class_order, seed=seed, device=device, name=name)
     if class_order is not None:
@@ -117,4 +139,48 @@ register(Benchmark(
     "rotated-digits", "8x8 digits (bundled), each experience rotated by a further 36 degrees",
     load=data.digits, kind="rotated", scenarios=("domain",), num_experiences=5,
     model="mlp", epochs=10, lr=0.05, batch_size=32,
+))
+
+# File-based benchmarks. Files are searched for in --data-root, $CONTINUAL_DATA, ~/.cache/continual
+# and system folders (see continual.data); --download fetches them (SHA-256 verified).
+# Standard class orders: labels 0..C-1 in order (Split MNIST: 0/1, 2/3, ..., as van de Ven & Tolias
+# 2019); --class-order random gives a seeded shuffled order.
+# MNIST-like: MLP 784-400-400 (van de Ven & Tolias 2019); one epoch at batch 10 for the split
+# streams, batch 128 for permuted/rotated (the epochs and batch sizes of DER, Buzzega et al. 2020).
+# The learning rates are ours for plain SGD without momentum (DER tunes them per method).
+for _name, _load, _title in (("mnist", data.mnist, "MNIST"), ("fmnist", data.fashion_mnist, "Fashion-MNIST")):
+    _where = " (apt-get install dataset-fashion-mnist, or --download)" if _name == "fmnist" else " (--download or --data-root)"
+    register(Benchmark(
+        f"split-{_name}", f"{_title}{_where}, 5 experiences of 2 classes (0/1, 2/3, ...)",
+        load=_load, kind="split", scenarios=("class", "task"), num_experiences=5,
+        model="mlp", epochs=1, lr=0.03, batch_size=10,
+    ))
+    register(Benchmark(
+        f"permuted-{_name}", f"{_title}, each experience with its own fixed pixel permutation (GEM and DER use 20)",
+        load=_load, kind="permuted", scenarios=("domain",), num_experiences=10,
+        model="mlp", epochs=1, lr=0.1, batch_size=128,
+    ))
+    register(Benchmark(
+        f"rotated-{_name}", f"{_title}, experience i rotated by 180*i/N degrees (GEM and DER use 20)",
+        load=_load, kind="rotated", scenarios=("domain",), num_experiences=10,
+        model="mlp", epochs=1, lr=0.1, batch_size=128,
+    ))
+
+# CIFAR: the binary distributions; training batches get random crop (padding 4) and flip on the
+# device. The papers' backbone is a (reduced) ResNet-18; the default here is the small ConvNet.
+register(Benchmark(
+    "split-cifar10", "CIFAR-10 (binary; --download or --data-root), 5 experiences of 2 classes; papers use ResNet-18",
+    load=data.cifar10, kind="split", scenarios=("class", "task"), num_experiences=5,
+    model="convnet", epochs=50, lr=0.1, batch_size=32,  # epochs and batch of DER's Seq-CIFAR-10
+))
+register(Benchmark(
+    "split-cifar100", "CIFAR-100 (binary), 10 experiences of 10 classes; papers use ResNet-18",
+    load=data.cifar100, kind="split", scenarios=("class", "task"), num_experiences=10,
+    model="convnet", epochs=50, lr=0.1, batch_size=32,
+))
+register(Benchmark(
+    "split-cifar100-20", "CIFAR-100 (binary), 20 experiences of 5 classes, task-incremental, a single pass "
+    "(GEM, A-GEM, ER; reduced ResNet-18 there)",
+    load=partial(data.cifar100, augment=False), kind="split", scenarios=("task", "class"), num_experiences=20,
+    model="convnet", epochs=1, lr=0.03, batch_size=10,  # single pass, batch 10, lr 0.03, no augmentation (A-GEM, ER)
 ))

@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
         benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
         class_order=parse_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, device=args.device,
-        label=args.label,
+        label=args.label, data_root=args.data_root, download=args.download,
     ).override(sets)
     if base.label is None and base.params:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a strategy hyperparameter or config field")
     p.add_argument("--label", default=None, help="name shown in tables and plots (default: the strategy)")
     p.add_argument("--out", default="runs", help="folder for the results JSON files")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="folder searched first for dataset files; then $CONTINUAL_DATA, ~/.cache/continual, "
+                        "system folders (/usr/share/datasets/fashion-mnist from apt-get install dataset-fashion-mnist)")
+    p.add_argument("--download", action="store_true",
+                   help="download missing dataset files (SHA-256 verified) into --data-root, $CONTINUAL_DATA or "
+                        "~/.cache/continual; without it nothing is downloaded")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 

@@ -53,6 +53,8 @@ class RunConfig:
         seed: seeds the model initialisation, the batch order and seeded stream choices.
         params: strategy hyperparameters overriding its defaults (e.g. ``{"lam": 100}``).
         label: the name the run is shown under in tables and plots (default: the strategy).
+        data_root: a folder searched first for dataset files (file-based benchmarks).
+        download: download missing dataset files (SHA-256 verified); never otherwise.
     """
 
     benchmark: str = "split-digits"
@@ -72,6 +74,8 @@ class RunConfig:
     seed: int = 0
     params: dict = field(default_factory=dict)
     label: str | None = None
+    data_root: str | None = None
+    download: bool = False
 
     def resolve(self) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark and the strategy's parameters checked."""
@@ -237,7 +241,7 @@ def run(
     device = resolve_device(cfg.device)
     stream = make_stream(
         cfg.benchmark, scenario=cfg.scenario, num_experiences=cfg.num_experiences,
-        seed=cfg.seed, class_order=cfg.class_order, device=device,
+        seed=cfg.seed, class_order=cfg.class_order, device=device, root=cfg.data_root, download=cfg.download,
     )
     if not stream:
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
