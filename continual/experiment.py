@@ -106,7 +106,7 @@ class RunConfig:
         """
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
                  "weight_decay": float, "eval_batch_size": int, "seed": int}
-        texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label"}
+        texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root"}
         changes: dict[str, object] = {}
         for key, value in values.items():
             if key in kinds:
@@ -115,14 +115,16 @@ class RunConfig:
                 changes[key] = str(value)
             elif key == "class_order":
                 changes[key] = parse_class_order(value)
+            elif key == "download":
+                changes[key] = coerce(value, bool, key)
         strategy = get_strategy(str(changes.get("strategy", self.strategy)))
         params = dict(self.params)
         for key, value in values.items():
-            if key in kinds or key in texts or key == "class_order":
+            if key in kinds or key in texts or key in ("class_order", "download"):
                 continue
             name = key[len("params."):] if key.startswith("params.") else key
             if name not in strategy.defaults:
-                accepted = sorted(kinds) + sorted(texts) + ["class_order"] + sorted(strategy.defaults)
+                accepted = sorted(kinds) + sorted(texts) + ["class_order", "download"] + sorted(strategy.defaults)
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)

@@ -324,10 +324,12 @@ def rotate(x: Tensor, degrees: float) -> Tensor:
     """
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
-    affine = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=torch.float32)
-    xf = x.float()
-    grid = torch.nn.functional.affine_grid(affine.expand(len(x), 2, 3), list(xf.shape), align_corners=False)
+    affine = torch.tensor([[[cos, -sin, 0.0], [sin, cos, 0.0]]], dtype=torch.float32)  # (1, 2, 3)
+    n, c, h, w = x.shape
+    xf = x.reshape(1, n * c, h, w).float()  # every image as a channel of one: a single grid_sample
+    grid = torch.nn.functional.affine_grid(affine, [1, n * c, h, w], align_corners=False)
     out = torch.nn.functional.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.reshape(n, c, h, w)
     if x.dtype == torch.uint8:
         return out.round().clamp(0, 255).to(torch.uint8)
     return out.to(x.dtype)
