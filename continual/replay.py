@@ -610,6 +610,9 @@ class DERpp(Plugin):
         alpha: weight of the logit-matching term.
         beta: weight of the replayed labels' cross-entropy (0 gives DER).
         batch_size: replay samples per batch; 0 for as many as the training batch has.
+
+    In a combination, the batch DER++ receives is what it stores, and its replayed part is the
+    slice it appended: list DER++ before other plugins that enlarge the batch.
     """
 
     name = "der++"
