@@ -25,18 +25,20 @@ from .metrics import (
     mean_ci,
 )
 from .models import MLP, ConvNet, build_model
+from .replay import ER, ClassBalancedBuffer, DERpp, ExperienceBalancedBuffer, ReservoirBuffer, herding, make_buffer
 from .results import Result, find_results, load_result, save_result
 from .strategies import STRATEGIES, Strategy, get_strategy, register
 from .streams import Experience, Stream, concat, permuted, rotated, split
 from .trainer import Plugin, Trainer
 
 __all__ = [
-    "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ContinualError", "ConvNet", "Dataset", "Experience", "MLP",
-    "Plugin", "Result", "RunConfig", "STRATEGIES", "Strategy", "Stream", "Trainer", "Transform",
+    "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ClassBalancedBuffer", "ContinualError", "ConvNet", "DERpp", "Dataset", "ER",
+    "Experience", "ExperienceBalancedBuffer", "MLP",
+    "Plugin", "ReservoirBuffer", "Result", "RunConfig", "STRATEGIES", "Strategy", "Stream", "Trainer", "Transform",
     "accuracy_curve", "average_accuracy", "average_forgetting", "average_incremental_accuracy",
     "backward_transfer", "build_model", "concat", "digits", "final_average_accuracy", "find_results",
-    "forgetting", "forward_transfer", "get_benchmark", "get_strategy", "intransigence", "learning_accuracy",
-    "load_result", "make_stream", "mean_ci", "permuted", "register", "rotated", "run", "save_result", "split",
+    "forgetting", "forward_transfer", "get_benchmark", "get_strategy", "herding", "intransigence", "learning_accuracy",
+    "load_result", "make_buffer", "make_stream", "mean_ci", "permuted", "register", "rotated", "run", "save_result", "split",
     "synthetic",
     "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
 ]

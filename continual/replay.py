@@ -1,0 +1,701 @@
+"""Replay buffers and the replay plugins: ER and DER++.
+
+References:
+    - Reservoir sampling: J. S. Vitter, "Random sampling with a reservoir", ACM TOMS 1985
+      (algorithm R: the k-th sample seen, 0-based, enters a buffer of capacity C with probability
+      C / (k + 1) and replaces a uniformly chosen slot).
+    - ER: A. Chaudhry et al., "On Tiny Episodic Memories in Continual Learning", 2019 (each
+      training batch is joined by a replay batch drawn from a small episodic memory; the joined
+      batch's mean cross-entropy is minimised).
+    - DER / DER++: P. Buzzega et al., "Dark Experience for General Continual Learning: a Strong,
+      Simple Baseline", NeurIPS 2020 (the buffer also stores the logits the network gave a sample
+      when it was stored; loss = CE(current) + alpha * MSE(replayed logits, stored logits)
+      + beta * CE(replayed labels)).
+    - Herding: S.-A. Rebuffi et al., "iCaRL: Incremental Classifier and Representation
+      Learning", CVPR 2017 (Algorithm 4: exemplars chosen one by one so that their running mean
+      of L2-normalised features best approximates the class mean; an exemplar set is reduced by
+      keeping its first m).
+
+Deviations and choices:
+    - Reservoir insertion is vectorised per batch: one draw per sample, and when several samples
+      of one batch pick the same slot the last one wins, exactly as the sequential algorithm R.
+    - DER++ draws one replay batch and uses it for both terms (the paper and its code draw two;
+      Avalanche's DER also uses one). The replayed samples join the trainer's batch with label
+      ``IGNORE_LABEL`` (-100, PyTorch's ``ignore_index``), so the trainer's cross-entropy covers
+      the current samples only and the plugin adds ``alpha * MSE + beta * CE`` on the replayed
+      part: the loss is the paper's. The MSE is averaged over the compared logits only: columns
+      past a sample's stored width (a head that grew since) and logits masked to -inf (task
+      scenario) are left out.
+    - Herding follows the paper's Algorithm 4 (argmin of the distance between the class mean and
+      the running exemplar mean, without picking a sample twice), not the iCaRL code's
+      ``w += mu - phi`` iteration. Features come from ``model.features`` in eval mode (logits for
+      a model without one). When a class comes back in a later experience (domain-incremental
+      streams), herding runs over its current exemplars and the new samples together.
+    - Balanced buffers are rebuilt at the end of each experience; with ``selection="random"``
+      a class that comes back keeps a uniform random subset of all its samples seen so far.
+
+Buffers are preallocated tensors (inputs in their stored dtype, labels, task ids, optionally
+logits) allocated on the first insertion, when shapes and dtypes are known; they never grow.
+Sampling uses the buffer's own seeded ``torch.Generator`` on the buffer's device, and no step
+of the per-batch path (reservoir insertion, replay sampling) synchronises with the host.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ContinualError
+from .models import forward
+from .strategies import Strategy, register
+from .streams import Experience
+from .trainer import Plugin
+
+IGNORE_LABEL = -100  # F.cross_entropy's default ignore_index
+BufferKind = Literal["reservoir", "class-balanced", "experience-balanced"]
+BUFFERS: tuple[str, ...] = get_args(BufferKind)
+Selection = Literal["random", "herding"]
+SELECTIONS: tuple[str, ...] = get_args(Selection)
+
+
+class Samples(NamedTuple):
+    """A batch drawn from a buffer: inputs as stored, labels, task ids and stored logits (or ``None``)."""
+
+    x: Tensor
+    y: Tensor
+    t: Tensor
+    logits: Tensor | None
+
+
+class Buffer:
+    """Base class: fixed-capacity preallocated storage, seeded sampling, exact state round trips.
+
+    Args:
+        capacity: the number of samples the buffer holds at most.
+        device: where the storage and the generator live (the training device).
+        seed: seeds the buffer's generator.
+
+    Subclasses decide which samples are kept (:meth:`add` per batch or :meth:`update` per
+    experience).
+    """
+
+    kind = "buffer"
+    per_batch = False  # True: filled from each training batch (add); False: at the end of each experience (update)
+
+    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
+        if not (isinstance(capacity, int) and capacity > 0):
+            raise ContinualError(f"buffer capacity={capacity!r} must be a positive integer")
+        self.capacity = capacity
+        self.device = torch.device(device)
+        self.seed = seed
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.size = 0  # filled slots 0..size-1 (a host int: known without a device sync)
+        self.x: Tensor | None = None
+        self.y: Tensor | None = None
+        self.t: Tensor | None = None
+        self.logits: Tensor | None = None
+
+    # ---------------------------------------------------------------- storage
+    def _storage_names(self) -> tuple[str, ...]:
+        return ("x", "y", "t", "logits")
+
+    def _allocate(self, x: Tensor, logit_width: int | None = None) -> None:
+        """Preallocate every storage tensor for ``capacity`` samples shaped like ``x[0]``."""
+        C, dev = self.capacity, self.device
+        self.x = torch.zeros((C, *x.shape[1:]), dtype=x.dtype, device=dev)
+        self.y = torch.zeros(C, dtype=torch.int64, device=dev)
+        self.t = torch.zeros(C, dtype=torch.int64, device=dev)
+        if logit_width is not None:
+            self.logits = torch.full((C, logit_width), float("-inf"), device=dev)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the storage tensors: exactly capacity x bytes per sample (0 before allocation)."""
+        return sum(t.numel() * t.element_size() for t in self._tensors().values())
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {k: getattr(self, k) for k in self._storage_names() if getattr(self, k) is not None}
+
+    def __len__(self) -> int:
+        return self.size
+
+    # --------------------------------------------------------------- sampling
+    def sample(self, n: int) -> Samples | None:
+        """Draw ``min(n, len(self))`` distinct stored samples uniformly; ``None`` when empty."""
+        if self.size == 0 or n <= 0:
+            return None
+        idx = torch.randperm(self.size, generator=self.generator, device=self.device)[:n]
+        return Samples(self.x[idx], self.y[idx], self.t[idx], None if self.logits is None else self.logits[idx])
+
+    def add(self, x: Tensor, y: Tensor, t: Tensor, *, logits: Tensor | None = None) -> None:
+        raise ContinualError(f"a {self.kind} buffer is filled at the end of each experience (update), not per batch")
+
+    def update(self, experience: Experience, *, model: nn.Module | None = None) -> None:
+        raise ContinualError(f"a {self.kind} buffer is filled from each batch (add), not per experience")
+
+    def stored(self) -> Samples:
+        """The filled part of the buffer (views, not copies)."""
+        n = self.size
+        if self.x is None:
+            raise ContinualError("the buffer is empty: nothing has been stored yet")
+        return Samples(self.x[:n], self.y[:n], self.t[:n], None if self.logits is None else self.logits[:n])
+
+    # ------------------------------------------------------------------ state
+    def _extra_state(self) -> dict[str, Tensor]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Tensor]) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors only (loadable with ``torch.load(..., weights_only=True)``): storage, counters, generator."""
+        state = {k: v.clone() for k, v in self._tensors().items()}
+        state["capacity"] = torch.tensor(self.capacity)
+        state["size"] = torch.tensor(self.size)
+        state["generator"] = self.generator.get_state()
+        state.update(self._extra_state())
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore a :meth:`state_dict`; future samples are then identical to the saved buffer's.
+
+        Raises:
+            ContinualError: when the capacity differs from this buffer's.
+        """
+        capacity = int(state["capacity"])
+        if capacity != self.capacity:
+            raise ContinualError(f"cannot load a buffer of capacity {capacity} into one of capacity {self.capacity}")
+        for k in self._storage_names():
+            setattr(self, k, state[k].to(self.device).clone() if k in state else None)
+        self.size = int(state["size"])
+        self.generator.set_state(state["generator"])
+        self._load_extra_state(state)
+
+    def report(self) -> dict:
+        """JSON-able facts for the results: kind, capacity, filled size, memory in bytes."""
+        per_sample = self.memory_bytes // self.capacity
+        return {"buffer": self.kind, "capacity": self.capacity, "size": self.size,
+                "memory_bytes": self.memory_bytes, "bytes_per_sample": per_sample}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(capacity={self.capacity}, size={self.size}, device={self.device})"
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    """``mask`` (B,) shaped to broadcast over the rows of ``like`` (B, ...)."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+class ReservoirBuffer(Buffer):
+    """A uniform sample of everything seen so far (Vitter's algorithm R), vectorised per batch.
+
+    Args:
+        capacity: samples kept.
+        device: storage device.
+        seed: seeds the buffer's generator.
+        logit_width: store logits of this many classes (DER++); a narrower row is padded with -inf,
+            which marks "not compared".
+
+    Example:
+        >>> buf = ReservoirBuffer(4, seed=0)
+        >>> buf.add(torch.arange(10.0).view(10, 1), torch.arange(10), torch.zeros(10, dtype=torch.long))
+        >>> len(buf), buf.num_seen, buf.memory_bytes  # 4 x (4 + 8 + 8) bytes
+        (4, 10, 80)
+    """
+
+    kind = "reservoir"
+    per_batch = True
+
+    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0, logit_width: int | None = None) -> None:
+        super().__init__(capacity, device=device, seed=seed)
+        self.logit_width = logit_width
+        self.num_seen = 0
+
+    def add(self, x: Tensor, y: Tensor, t: Tensor, *, logits: Tensor | None = None) -> None:
+        """Offer a batch to the reservoir (no per-sample Python, no host sync).
+
+        Args:
+            x: inputs as stored ``(B, ...)``; y, t: labels and task ids ``(B,)``.
+            logits: ``(B, W)`` logits to store with the samples (DER++), ``W`` at most the
+                buffer's logit width.
+        """
+        B = len(y)
+        if B == 0:
+            return
+        x, y, t = x.to(self.device), y.to(self.device), t.to(self.device)
+        if self.x is None:
+            width = None if logits is None else max(self.logit_width or 0, logits.shape[1])
+            self._allocate(x, width)
+        if logits is not None:
+            logits = self._pad_logits(logits.detach().to(self.device, torch.float32))
+        C, n = self.capacity, self.num_seen
+        if n + B <= C:  # still filling: every sample takes the next free slot
+            sl = slice(n, n + B)
+            self.x[sl], self.y[sl], self.t[sl] = x, y, t
+            if logits is not None:
+                self.logits[sl] = logits
+        else:
+            k = torch.arange(n, n + B, device=self.device)  # 0-based position of each sample in the stream
+            u = torch.rand(B, dtype=torch.float64, generator=self.generator, device=self.device)
+            j = torch.minimum((u * (k + 1)).long(), k)  # uniform in 0..k
+            j = torch.where(k < C, k, j)  # the first C samples fill the buffer
+            accept = j < C
+            # Several samples of the batch may pick one slot: the last one wins, as in the sequential algorithm.
+            pos = torch.arange(B, device=self.device)
+            bins = torch.where(accept, j, C)
+            winner = torch.full((C + 1,), -1, dtype=torch.long, device=self.device).scatter_reduce_(0, bins, pos, "amax")
+            # Every write to a slot carries that slot's final value, so duplicate indices are harmless;
+            # rejected samples rewrite slot 0 with its own final value (no data-dependent shapes).
+            target = torch.where(accept, j, 0)
+            src = winner[target]  # (B,) batch position whose sample ends in each target slot; -1: keep the old one
+            keep = src < 0
+            src = src.clamp(min=0)
+            for name, new in (("x", x), ("y", y), ("t", t), ("logits", logits)):
+                store = getattr(self, name)
+                if store is None or new is None:
+                    continue
+                store[target] = torch.where(_rows(keep, store), store[target], new[src])
+        self.num_seen = n + B
+        self.size = min(self.num_seen, C)
+
+    def _pad_logits(self, logits: Tensor) -> Tensor:
+        W = self.logits.shape[1] if self.logits is not None else logits.shape[1]
+        if logits.shape[1] > W:
+            raise ContinualError(
+                f"logits of width {logits.shape[1]} do not fit the buffer's logit width {W}; "
+                f"build the buffer with logit_width >= the largest head (e.g. the stream's num_classes)"
+            )
+        if logits.shape[1] < W:
+            logits = F.pad(logits, (0, W - logits.shape[1]), value=float("-inf"))
+        return logits
+
+    def _extra_state(self) -> dict[str, Tensor]:
+        return {"num_seen": torch.tensor(self.num_seen)}
+
+    def _load_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.num_seen = int(state["num_seen"])
+
+    def report(self) -> dict:
+        return {**super().report(), "num_seen": self.num_seen}
+
+
+def herding(features: Tensor, m: int) -> Tensor:
+    """Indices of ``m`` exemplars chosen by herding (iCaRL, Rebuffi et al. 2017, Algorithm 4).
+
+    The k-th exemplar minimises ``|| mu - (phi(x) + sum_{j<k} phi(p_j)) / k ||`` over the samples not
+    chosen yet, with ``phi`` the L2-normalised features and ``mu`` their mean. The result is in
+    selection order, so its first ``m'`` entries are the exemplars herding picks for ``m' < m``.
+
+    Args:
+        features: ``(N, D)`` features of one class.
+        m: how many exemplars, at most ``N``.
+
+    Example:
+        >>> herding(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), 2).tolist()
+        [2, 0]
+    """
+    n = len(features)
+    if not 0 <= m <= n:
+        raise ContinualError(f"herding: cannot choose m={m} exemplars out of {n} samples")
+    phi = F.normalize(features.float(), dim=1)  # (N, D)
+    mu = phi.mean(0)  # (D,)
+    running = torch.zeros_like(mu)
+    taken = torch.zeros(n, dtype=torch.bool, device=phi.device)
+    chosen = torch.empty(m, dtype=torch.long, device=phi.device)
+    for k in range(1, m + 1):
+        dist = (mu - (running + phi) / k).norm(dim=1).masked_fill(taken, float("inf"))  # (N,)
+        i = dist.argmin()
+        chosen[k - 1] = i
+        taken[i] = True
+        running += phi[i]
+    return chosen
+
+
+@torch.no_grad()
+def embed(model: nn.Module, x: Tensor, t: Tensor, transform, *, batch_size: int = 1024) -> Tensor:
+    """Features of stored inputs ``x`` (``model.features``, or logits for a model without one), in eval mode."""
+    was_training = model.training
+    model.eval()
+    feats = []
+    for s in range(0, len(x), batch_size):
+        xb, tb = transform(x[s : s + batch_size]), t[s : s + batch_size]
+        feats.append(model.features(xb) if callable(getattr(model, "features", None)) else forward(model, xb, tb))
+    model.train(was_training)
+    return torch.cat(feats).flatten(1)
+
+
+def balanced_quotas(available: list[int], capacity: int) -> list[int]:
+    """Equal shares of ``capacity`` over groups, capped by what each group has (water filling).
+
+    Groups that have fewer samples than their share keep all of them and the rest is shared out
+    again; the remainder of the division goes to the first groups, so shares differ by at most one.
+
+    >>> balanced_quotas([100, 100, 100], 10), balanced_quotas([2, 100, 100], 10)
+    ([4, 3, 3], [2, 4, 4])
+    """
+    quota = [0] * len(available)
+    open_ = [g for g, a in enumerate(available) if a > 0]
+    left = capacity
+    while open_ and left > 0:
+        share = left // len(open_)
+        small = [g for g in open_ if available[g] <= share]
+        if not small:
+            for rank, g in enumerate(open_):
+                quota[g] = share + (1 if rank < left - share * len(open_) else 0)
+            break
+        for g in small:
+            quota[g] = available[g]
+            left -= available[g]
+        open_ = [g for g in open_ if g not in small]
+    return quota
+
+
+class _GroupBalancedBuffer(Buffer):
+    """Equal share of the capacity per group, rebuilt at the end of each experience.
+
+    Storage is kept with each group's samples contiguous and in priority order (herding order,
+    or a random order), so shrinking a group keeps its first samples.
+    """
+
+    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0, selection: Selection = "random") -> None:
+        super().__init__(capacity, device=device, seed=seed)
+        if selection not in SELECTIONS:
+            raise ContinualError(f"unknown selection {selection!r}; expected one of {', '.join(SELECTIONS)}")
+        self.selection = selection
+        self.seen: dict[int, int] = {}  # samples of each group offered so far
+
+    def _groups(self, experience: Experience) -> Tensor:
+        raise NotImplementedError
+
+    def _stored_groups(self) -> Tensor:
+        raise NotImplementedError
+
+    def _write_groups(self, groups: Tensor) -> None:
+        return None
+
+    def update(self, experience: Experience, *, model: nn.Module | None = None) -> None:
+        """Rebalance the buffer over every group seen so far, taking samples from ``experience``.
+
+        Args:
+            experience: the experience just trained on.
+            model: the trained model (needed for herding).
+        """
+        if self.selection == "herding" and model is None:
+            raise ContinualError("herding selection needs the model (update(experience, model=model))")
+        exp = experience.to(self.device)
+        if exp.num_train == 0:
+            return
+        if self.x is None:
+            self._allocate(exp.x_train)
+        new_groups = self._groups(exp)  # (N,)
+        old_groups = self._stored_groups()  # (size,)
+        keys = sorted(set(old_groups.unique().tolist()) | set(new_groups.unique().tolist()))
+        old_idx = {g: (old_groups == g).nonzero().flatten() for g in keys}  # slots in priority order
+        new_idx = {g: (new_groups == g).nonzero().flatten() for g in keys}
+        quotas = balanced_quotas([len(old_idx[g]) + len(new_idx[g]) for g in keys], self.capacity)
+        take_old, take_new = [], []  # per group: slots to keep and experience samples to add, in layout order
+        order = []  # per group: layout position r takes pick order[r] of (old picks + new picks)
+        for g, q in zip(keys, quotas):
+            o, nw = old_idx[g], new_idx[g]
+            if len(nw) == 0:  # only shrinking: keep the first q
+                take_old.append(o[:q])
+                take_new.append(nw)
+                continue
+            if self.selection == "herding":
+                cand_x = torch.cat([self.x[o], exp.x_train[nw]])  # current exemplars, then the new samples
+                feats = embed(model, cand_x, torch.cat([self.t[o], exp.t_train[nw]]), exp.transform)
+                pick = herding(feats, q)  # indices into old + new, in herding order
+                is_old = pick < len(o)
+                # Layout: the group's slots hold old picks then new picks; keep herding order via `order`.
+                take_old.append(o[pick[is_old]])
+                take_new.append(nw[pick[~is_old] - len(o)])
+                herd_rank = torch.cat([is_old.nonzero().flatten(), (~is_old).nonzero().flatten()])  # of each pick as laid out
+                order.append((g, torch.argsort(herd_rank)))
+            else:
+                seen = self.seen.get(g, 0)
+                k_new = min(len(nw), q, max(q - len(o), round(q * len(nw) / (seen + len(nw)))))
+                k_old = q - k_new
+                take_old.append(o[:k_old])
+                take_new.append(nw[torch.randperm(len(nw), generator=self.generator, device=self.device)[:k_new]])
+                order.append((g, torch.randperm(q, generator=self.generator, device=self.device)))
+        self._rebuild(keys, take_old, take_new, dict(order), exp, new_groups)
+        for g in new_groups.unique().tolist():
+            self.seen[g] = self.seen.get(g, 0) + int((new_groups == g).sum())
+
+    def _rebuild(self, keys, take_old, take_new, order, exp, new_groups) -> None:
+        """Write each group's picks contiguously, in priority order, into the preallocated storage."""
+        parts_x, parts_y, parts_t, parts_g = [], [], [], []
+        old_g = self._stored_groups()
+        for g, o, nw in zip(keys, take_old, take_new):
+            xs = torch.cat([self.x[o], exp.x_train[nw]])
+            ys = torch.cat([self.y[o], exp.y_train[nw]])
+            ts = torch.cat([self.t[o], exp.t_train[nw]])
+            gs = torch.cat([old_g[o], new_groups[nw]])
+            if g in order:  # into priority order
+                perm = order[g]
+                xs, ys, ts, gs = xs[perm], ys[perm], ts[perm], gs[perm]
+            parts_x.append(xs), parts_y.append(ys), parts_t.append(ts), parts_g.append(gs)
+        n = sum(len(p) for p in parts_y)
+        self.x[:n] = torch.cat(parts_x)  # temporaries at an experience boundary; the storage itself never grows
+        self.y[:n] = torch.cat(parts_y)
+        self.t[:n] = torch.cat(parts_t)
+        self._write_groups(torch.cat(parts_g))
+        self.size = n
+
+    def _extra_state(self) -> dict[str, Tensor]:
+        keys = sorted(self.seen)
+        return {"seen_groups": torch.tensor(keys, dtype=torch.long), "seen_counts": torch.tensor([self.seen[k] for k in keys], dtype=torch.long)}
+
+    def _load_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.seen = dict(zip(state["seen_groups"].tolist(), state["seen_counts"].tolist()))
+
+    def group_counts(self) -> dict[int, int]:
+        """How many stored samples each group has."""
+        if self.size == 0:
+            return {}
+        g, c = self._stored_groups().unique(return_counts=True)
+        return dict(zip(g.tolist(), c.tolist()))
+
+    def report(self) -> dict:
+        return {**super().report(), "selection": self.selection,
+                "per_group": {str(k): v for k, v in self.group_counts().items()}}
+
+
+class ClassBalancedBuffer(_GroupBalancedBuffer):
+    """An equal share of the capacity for each class seen so far, re-balanced when new classes arrive.
+
+    Filled at the end of each experience; ``selection="herding"`` picks each class's exemplars by
+    herding on the model's features (iCaRL), ``"random"`` uniformly.
+
+    Args:
+        capacity: samples kept.
+        device: storage device.
+        seed: seeds the buffer's generator.
+        selection: ``"random"`` or ``"herding"``.
+    """
+
+    kind = "class-balanced"
+
+    def _groups(self, experience: Experience) -> Tensor:
+        return experience.y_train
+
+    def _stored_groups(self) -> Tensor:
+        return self.y[: self.size] if self.y is not None else torch.zeros(0, dtype=torch.long, device=self.device)
+
+
+class ExperienceBalancedBuffer(_GroupBalancedBuffer):
+    """An equal share of the capacity for each experience seen so far, chosen uniformly within it.
+
+    Args:
+        capacity: samples kept.
+        device: storage device.
+        seed: seeds the buffer's generator.
+    """
+
+    kind = "experience-balanced"
+
+    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0, selection: Selection = "random") -> None:
+        if selection != "random":
+            raise ContinualError(f"selection {selection!r} is not available for an experience-balanced buffer; "
+                                 f"use 'random' (herding works per class: buffer=class-balanced)")
+        super().__init__(capacity, device=device, seed=seed, selection=selection)
+        self.experience: Tensor | None = None  # each slot's experience index
+
+    def _storage_names(self) -> tuple[str, ...]:
+        return ("x", "y", "t", "logits", "experience")
+
+    def _allocate(self, x: Tensor, logit_width: int | None = None) -> None:
+        super()._allocate(x, logit_width)
+        self.experience = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
+
+    def _groups(self, experience: Experience) -> Tensor:
+        return torch.full((experience.num_train,), experience.index, dtype=torch.long, device=self.device)
+
+    def _stored_groups(self) -> Tensor:
+        return self.experience[: self.size] if self.experience is not None else torch.zeros(0, dtype=torch.long, device=self.device)
+
+    def _write_groups(self, groups: Tensor) -> None:
+        self.experience[: len(groups)] = groups
+
+
+def make_buffer(
+    kind: str, capacity: int, *, selection: str = "random", device: torch.device | str = "cpu", seed: int = 0,
+    logit_width: int | None = None,
+) -> Buffer:
+    """Build a buffer by name (``reservoir``, ``class-balanced``, ``experience-balanced``).
+
+    Raises:
+        ContinualError: for an unknown kind or selection, or herding with a buffer other than class-balanced.
+    """
+    if kind not in BUFFERS:
+        raise ContinualError(f"unknown buffer {kind!r}; expected one of {', '.join(BUFFERS)}")
+    if selection not in SELECTIONS:
+        raise ContinualError(f"unknown selection {selection!r}; expected one of {', '.join(SELECTIONS)}")
+    if selection == "herding" and kind != "class-balanced":
+        raise ContinualError(f"selection 'herding' needs buffer=class-balanced (got buffer={kind!r})")
+    if not (isinstance(capacity, int) and capacity > 0):
+        raise ContinualError(f"mem={capacity!r} must be a positive integer")
+    if kind == "reservoir":
+        return ReservoirBuffer(capacity, device=device, seed=seed, logit_width=logit_width)
+    if kind == "class-balanced":
+        return ClassBalancedBuffer(capacity, device=device, seed=seed, selection=selection)
+    return ExperienceBalancedBuffer(capacity, device=device, seed=seed)
+
+
+def _check_replay_batch(batch_size: int) -> int:
+    if not (isinstance(batch_size, int) and batch_size >= 0):
+        raise ContinualError(f"replay_batch={batch_size!r} must be a non-negative integer (0: the training batch's size)")
+    return batch_size
+
+
+class ER(Plugin):
+    """Experience replay (Chaudhry et al. 2019): join each training batch with a replay batch.
+
+    A reservoir buffer takes in each batch after the replay batch is drawn from it; balanced
+    buffers are rebuilt at the end of each experience.
+
+    Args:
+        buffer: the memory.
+        batch_size: replay samples per batch; 0 for as many as the training batch has.
+
+    Example:
+        >>> er = ER(ReservoirBuffer(100))
+        >>> x, y, t = torch.randn(8, 4), torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long)
+        >>> er.batch(x, y, t) is None, len(er.batch(x, y, t)[0])  # empty, then the first batch is replayed
+        (True, 16)
+    """
+
+    name = "replay"
+
+    def __init__(self, buffer: Buffer, *, batch_size: int = 0) -> None:
+        self.buffer = buffer
+        self.batch_size = _check_replay_batch(batch_size)
+
+    def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        replay = self.buffer.sample(self.batch_size or len(y))
+        if self.buffer.per_batch:
+            self.buffer.add(x, y, t)
+        if replay is None:
+            return None
+        return torch.cat([x, replay.x]), torch.cat([y, replay.y]), torch.cat([t, replay.t])
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        if not self.buffer.per_batch:
+            self.buffer.update(experience, model=model)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.buffer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.buffer.load_state_dict(state)
+
+    def report(self) -> dict:
+        return {**self.buffer.report(), "replay_batch": self.batch_size}
+
+
+class DERpp(Plugin):
+    """DER++ (Buzzega et al. 2020): replay stored logits (MSE) and labels (CE).
+
+    The buffer is a reservoir that also stores the logits the model gave each sample when it
+    was stored (taken from the trainer's forward pass in :meth:`penalty`, so no extra forward).
+    The replayed samples join the batch with label ``IGNORE_LABEL``; the penalty adds
+    ``alpha * MSE(logits, stored logits) + beta * CE(logits, stored labels)`` on them, comparing
+    only the stored width of each row (a head may have grown since).
+
+    Args:
+        buffer: a :class:`ReservoirBuffer` with ``logit_width`` set to the widest head expected.
+        alpha: weight of the logit-matching term.
+        beta: weight of the replayed labels' cross-entropy (0 gives DER).
+        batch_size: replay samples per batch; 0 for as many as the training batch has.
+
+    In a combination, the batch DER++ receives is what it stores, and its replayed part is the
+    slice it appended: list DER++ before other plugins that enlarge the batch.
+    """
+
+    name = "der++"
+
+    def __init__(self, buffer: ReservoirBuffer, *, alpha: float = 0.1, beta: float = 0.5, batch_size: int = 0) -> None:
+        if not isinstance(buffer, ReservoirBuffer):
+            raise ContinualError(f"DER++ needs a reservoir buffer (it stores logits per batch); got {buffer.kind!r}")
+        if alpha < 0 or beta < 0:
+            raise ContinualError(f"alpha={alpha} and beta={beta} must be non-negative")
+        self.buffer = buffer
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.batch_size = _check_replay_batch(batch_size)
+        self._current: tuple[Tensor, Tensor, Tensor] | None = None
+        self._replay: Samples | None = None
+
+    def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        self._current = (x, y, t)  # stored in penalty, with the logits of this step's forward pass
+        self._replay = self.buffer.sample(self.batch_size or len(y))
+        if self._replay is None:
+            return None
+        r = self._replay
+        return torch.cat([x, r.x]), torch.cat([y, torch.full_like(r.y, IGNORE_LABEL)]), torch.cat([t, r.t])
+
+    def penalty(self, model: nn.Module, *, x: Tensor, y: Tensor, t: Tensor, out: Tensor) -> Tensor | None:
+        if self._current is None:
+            return None
+        cx, cy, ct = self._current
+        B = len(cy)
+        self.buffer.add(cx, cy, ct, logits=out[:B])
+        self._current, r = None, self._replay
+        if r is None:
+            return None
+        out_r = out[B : B + len(r.y)]  # (R, C) the replayed tail appended in batch()
+        w = min(out_r.shape[1], r.logits.shape[1])
+        stored, now = r.logits[:, :w], out_r[:, :w]
+        valid = torch.isfinite(stored) & torch.isfinite(now)
+        sq = torch.where(valid, now - stored, 0.0).pow(2)
+        mse = sq.sum() / valid.sum().clamp(min=1)
+        return self.alpha * mse + self.beta * F.cross_entropy(out_r, r.y)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.buffer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.buffer.load_state_dict(state)
+
+    def report(self) -> dict:
+        return {**self.buffer.report(), "replay_batch": self.batch_size, "alpha": self.alpha, "beta": self.beta}
+
+
+def _er_plugins(params: dict, context) -> list:
+    buffer = make_buffer(params["buffer"], params["mem"], selection=params["selection"], device=context.device, seed=context.seed)
+    return [ER(buffer, batch_size=params["replay_batch"])]
+
+
+def _derpp_plugins(params: dict, context) -> list:
+    buffer = make_buffer("reservoir", params["mem"], device=context.device, seed=context.seed,
+                         logit_width=context.stream.num_classes)
+    return [DERpp(buffer, alpha=params["alpha"], beta=params["beta"], batch_size=params["replay_batch"])]
+
+
+register(Strategy(
+    "replay", "experience replay (ER, Chaudhry et al. 2019): each batch joined by a batch from a buffer",
+    defaults={
+        "buffer": "reservoir",  # reservoir | class-balanced | experience-balanced
+        "selection": "random",  # random | herding (class-balanced only)
+        "mem": 500,  # buffer capacity in samples
+        "replay_batch": 0,  # replay samples per batch; 0: the training batch size
+    },
+    make_plugins=_er_plugins,
+))
+register(Strategy(
+    "der++", "DER++ (Buzzega et al. 2020): replay stored logits (MSE) and labels (CE) from a reservoir",
+    defaults={
+        "mem": 500,  # buffer capacity in samples
+        "alpha": 0.1,  # weight of the logit MSE
+        "beta": 0.5,  # weight of the replayed labels' CE
+        "replay_batch": 0,  # replay samples per batch; 0: the training batch size
+    },
+    make_plugins=_derpp_plugins,
+))
+
+__all__ = [
+    "BUFFERS", "Buffer", "ClassBalancedBuffer", "DERpp", "ER", "ExperienceBalancedBuffer", "IGNORE_LABEL",
+    "ReservoirBuffer", "SELECTIONS", "Samples", "balanced_quotas", "embed", "herding", "make_buffer",
+]
