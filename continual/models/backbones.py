@@ -235,6 +235,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
 
     if head not in HEADS:
         raise ContinualError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+    if head != "fixed":  # the fixed head built by the class is replaced below
+        num_classes, initial = 1, num_classes
     if name == "mlp":
         model: Backbone = MLP(math.prod(input_shape), num_classes=num_classes, **kwargs)
     elif name in ("convnet", "resnet18", "resnet18-full", "resnet18-torchvision"):
@@ -249,7 +251,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
     else:
         raise ContinualError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     if head.startswith("incremental"):
-        model.head = IncrementalClassifier(model.num_features, num_classes, mask_past=head == "incremental-mask-past")
+        model.head = IncrementalClassifier(model.num_features, initial, mask_past=head == "incremental-mask-past")
     elif head == "multi":
         model.head = MultiHeadClassifier(model.num_features)
     return model
