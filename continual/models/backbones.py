@@ -141,7 +141,7 @@ class ResNet18(Backbone):
     """ResNet-18 for small images: the reduced form of GEM/A-GEM/ER (``nf=20``) or full width (``nf=64``).
 
     Reference: He et al. 2016; the reduced ResNet-18 of Lopez-Paz & Ranzato 2017 (GEM code,
-    ``ResNet18(nclasses, nf=20)``), about 1.1M parameters with ``nf=20`` (11.2M with ``nf=64``).
+    ``ResNet18(nclasses, nf=20)``), 1.11M parameters with ``nf=20`` and 100 classes (11.22M with ``nf=64``).
 
     Args:
         in_channels: input channels (3 for CIFAR; 1 for grey images).
