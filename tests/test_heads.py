@@ -206,3 +206,18 @@ def test_convnet_and_mlp_keep_their_interface():
         x = torch.randn(2, 1, 8, 8)
         assert model(x).shape == (2, 10) and not model.takes_task_id
         assert model.features(x).shape == (2, model.num_features)
+
+
+@settings(max_examples=20, deadline=None)
+@given(in_features=st.integers(1, 40), steps=st.lists(st.integers(1, 7), min_size=2, max_size=4), seed=st.integers(0, 2**16))
+def test_fused_head_matches_the_blockwise_head(in_features, steps, seed):
+    torch.manual_seed(seed)
+    head = IncrementalClassifier(in_features, 0)
+    for s in steps:
+        head.grow(head.num_classes + s)
+    fused = IncrementalClassifier(in_features, 0, fused=True)
+    for w, b in zip(head.weights, head.biases):
+        fused.weights.append(w)
+        fused.biases.append(b)
+    x = torch.randn(9, in_features)
+    torch.testing.assert_close(fused(x), head(x), rtol=1e-5, atol=1e-5)

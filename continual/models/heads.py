@@ -6,7 +6,10 @@
   for the next...), so old rows are never copied or re-created: their values, their names (which
   regularizers key importances by) and their optimizer state (momentum, Adam moments) are kept,
   and only the new block joins the optimizer. Each block's logits are computed by its own
-  ``F.linear``, so old logits stay bit-identical for any input after a growth step.
+  ``F.linear``, so old logits stay bit-identical for any input after a growth step. That costs
+  one small matmul per block (see ``benchmarks/heads.py``); ``fused=True`` computes all logits
+  with one matmul over the concatenated rows instead (faster after many expansions; old logits
+  then equal up to the matmul kernel's rounding, which may depend on the output width).
   Classes not seen yet have no row, hence no logit: evaluation's argmax covers the seen classes
   only. With ``mask_past=True`` the logits of past classes (seen before, absent from the current
   experience) are set to -inf during training (the "labels trick"); off by default. It cannot
@@ -44,6 +47,7 @@ class IncrementalClassifier(nn.Module):
         num_classes: initial number of outputs (0: no class yet).
         bias: whether rows have a bias.
         mask_past: set logits of past classes to -inf during training (see the module docstring).
+        fused: one matmul over the concatenated rows instead of one per block (see the module docstring).
 
     Example:
         >>> head = IncrementalClassifier(4, 3)
@@ -54,7 +58,7 @@ class IncrementalClassifier(nn.Module):
         (2, torch.Size([2, 5]), True)
     """
 
-    def __init__(self, in_features: int, num_classes: int = 0, *, bias: bool = True, mask_past: bool = False) -> None:
+    def __init__(self, in_features: int, num_classes: int = 0, *, bias: bool = True, mask_past: bool = False, fused: bool = False) -> None:
         super().__init__()
         if in_features < 1 or num_classes < 0:
             raise ContinualError(f"IncrementalClassifier(in_features={in_features}, num_classes={num_classes}): "
@@ -62,6 +66,7 @@ class IncrementalClassifier(nn.Module):
         self.in_features = in_features
         self.bias = bias
         self.mask_past = mask_past
+        self.fused = fused
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device/dtype)
@@ -109,19 +114,26 @@ class IncrementalClassifier(nn.Module):
         return new
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused and len(self.weights) > 1:
+            bias = torch.cat(list(self.biases)) if self.bias else None
+            out = F.linear(x, torch.cat(list(self.weights)), bias)  # (B, num_classes)
+            return self._mask(out)
         if not self.bias:
             parts = [F.linear(x, w) for w in self.weights]
         else:
             parts = [F.linear(x, w, b) for w, b in zip(self.weights, self.biases)]
         if not parts:
             return x.new_zeros(x.shape[0], 0)  # (B, 0): no class yet
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, num_classes)
+        return self._mask(parts[0] if len(parts) == 1 else torch.cat(parts, 1))  # (B, num_classes)
+
+    def _mask(self, out: Tensor) -> Tensor:
         if self.mask_past and self.training and self._active is not None:
             out = out.masked_fill(~self._active.to(out.device), float("-inf"))
         return out
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_classes={self.num_classes}, blocks={self.sizes}, mask_past={self.mask_past}"
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, blocks={self.sizes}, "
+                f"mask_past={self.mask_past}, fused={self.fused}")
 
 
 class MultiHeadClassifier(nn.Module):
