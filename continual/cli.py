@@ -131,7 +131,7 @@ def demo_pretrained(out: Path, device: str) -> tuple[Path, dict]:
     """The demo's checkpoint for the transfer baselines: the first experience's classes of the demo stream.
 
     Source: split-digits classes 0 and 1 (the stream's first experience), training split only, so
-    no future class and no test image is seen; cached in the demo folder.
+    no future class and no test image is seen; written to the demo folder (retrained each time, in about a second).
     """
     from .transfer import pretrain
 

@@ -164,3 +164,18 @@ def test_transfer_without_pretrained_weights_is_refused(tmp_path, capsys):
         RunConfig(strategy="finetune-pretrained").resolve()
     assert main(["pretrain", "--classes", "a,b", "--out", str(tmp_path / "x.pt")]) == 2
     assert "--classes 'a,b': expected comma-separated labels" in capsys.readouterr().err
+
+
+def test_a_plain_state_dict_without_the_backbone_prefix_loads(tmp_path):
+    """As a torchvision state dict (conv1.weight..., fc.*) loads into TorchvisionResNet18's ``backbone``."""
+    torch.manual_seed(0)
+    source = MLP(64, (16, 8), 3)
+    plain = {k[len("backbone."):]: v for k, v in source.state_dict().items() if k.startswith("backbone.")}
+    plain["fc.weight"] = torch.zeros(1000, 8)  # a classifier of the source task: ignored
+    path = tmp_path / "plain.pt"
+    torch.save(plain, path)
+    target = MLP(64, (16, 8), 5)
+    meta = load_backbone(target, path)
+    assert meta["model"] is None
+    for k, v in source.backbone.state_dict().items():
+        assert torch.equal(target.backbone.state_dict()[k], v)
