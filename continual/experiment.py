@@ -170,7 +170,7 @@ def run(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Result:
     plugins = strategy.make_plugins(dict(cfg.params), context)
     if cfg.head != "fixed":
         grow_head(model, first)  # the first experience's classes, before the random-init evaluation
-        plugins = [HeadExpansion(), *plugins]
+        plugins = [HeadExpansion(model), *plugins]
     if cfg.pretrained:
         from .transfer import load_backbone
 

@@ -35,8 +35,8 @@ def test_growth_is_a_no_op_when_wide_enough_and_names_are_stable():
     names = [n for n, _ in head.named_parameters()]
     assert head.grow(3) == [] and head.grow(2) == []
     head.grow(5)
-    assert names == ["weights.0", "biases.0"]
-    assert [n for n, _ in head.named_parameters()] == ["weights.0", "weights.1", "biases.0", "biases.1"]
+    assert names == ["blocks.0.weight", "blocks.0.bias"]
+    assert [n for n, _ in head.named_parameters()] == names + ["blocks.1.weight", "blocks.1.bias"]  # in the order added
     assert head.sizes == [3, 2] and head.num_classes == 5
 
 
@@ -216,8 +216,41 @@ def test_fused_head_matches_the_blockwise_head(in_features, steps, seed):
     for s in steps:
         head.grow(head.num_classes + s)
     fused = IncrementalClassifier(in_features, 0, fused=True)
-    for w, b in zip(head.weights, head.biases):
-        fused.weights.append(w)
-        fused.biases.append(b)
+    fused.blocks = head.blocks
     x = torch.randn(9, in_features)
     torch.testing.assert_close(fused(x), head(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scenario, head", [("class", "incremental"), ("task", "multi")])
+def test_plugin_state_regrows_the_heads_of_a_fresh_model(scenario, head):
+    stream = split(synthetic(num_features=8, seed=1), 5, scenario=scenario)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model("mlp", (8,), 0, head=head, hidden=(16,))
+        grow_head(model, stream[0])
+        return model
+
+    model = fresh()
+    plugin = HeadExpansion(model)
+    trainer = Trainer(model, lr=0.1, epochs=1, momentum=0.9, device="cpu", plugins=[plugin])
+    trainer.run(stream[:3])
+    state = plugin.state_dict()
+    other = fresh()
+    again = HeadExpansion(other)
+    again.load_state_dict(state)
+    assert again.report() == plugin.report()
+    other.load_state_dict(model.state_dict())  # same keys and shapes
+    assert [n for n, _ in other.named_parameters()] == [n for n, _ in model.named_parameters()]
+    x, t = stream[2].transform(stream[2].x_test), stream[2].t_test
+    assert torch.equal(other.eval()(x, t) if head == "multi" else other.eval()(x), model.eval()(x, t) if head == "multi" else model.eval()(x))
+    # the optimizer's groups, rebuilt one per growth step in parameter order, take the saved state
+    params = list(other.parameters())
+    opt = torch.optim.SGD(params[: len(trainer.optimizer.param_groups[0]["params"])], lr=0.1, momentum=0.9)
+    rest = params[len(opt.param_groups[0]["params"]):]
+    for g in trainer.optimizer.param_groups[1:]:
+        opt.add_param_group({"params": rest[: len(g["params"])]})
+        rest = rest[len(g["params"]):]
+    opt.load_state_dict(trainer.optimizer.state_dict())
+    for p, q in zip(other.parameters(), model.parameters()):
+        assert p.shape == q.shape and torch.equal(opt.state[p]["momentum_buffer"], trainer.optimizer.state[q]["momentum_buffer"])

@@ -1,13 +1,14 @@
 """Growing classifier heads: one head over every class seen so far, or one head per task id.
 
 - :class:`IncrementalClassifier` (class-incremental scenario): a linear head that grows when an
-  experience brings classes it has not seen. Rows are kept in blocks, one ``nn.Parameter`` pair
-  per growth step (``weights.0``/``biases.0`` for the first classes, ``weights.1``/``biases.1``
-  for the next...), so old rows are never copied or re-created: their values, their names (which
+  experience brings classes it has not seen. Rows are kept in blocks, one ``nn.Linear`` per
+  growth step (``blocks.0.weight``/``blocks.0.bias`` for the first classes, ``blocks.1.*`` for
+  the next...), so old rows are never copied or re-created: their values, their names (which
   regularizers key importances by) and their optimizer state (momentum, Adam moments) are kept,
-  and only the new block joins the optimizer. Each block's logits are computed by its own
-  ``F.linear``, so old logits stay bit-identical for any input after a growth step. That costs
-  one small matmul per block (see ``benchmarks/heads.py``); ``fused=True`` computes all logits
+  and only the new block joins the optimizer. Parameters iterate in the order they were added
+  (block by block), so a resumed optimizer's groups line up with them. Each block's logits are
+  computed by its own ``F.linear``, so old logits stay bit-identical for any input after a
+  growth step. That costs one small matmul per block (see ``benchmarks/heads.py``); ``fused=True`` computes all logits
   with one matmul over the concatenated rows instead (faster after many expansions; old logits
   then equal up to the matmul kernel's rounding, which may depend on the output width).
   Classes not seen yet have no row, hence no logit: evaluation's argmax covers the seen classes
@@ -20,7 +21,8 @@
   sample's task.
 - :class:`HeadExpansion`: the plugin that grows the heads of a model before each experience,
   hands the new parameters to the trainer's optimizer and records the head size after each
-  experience (``extra["head"]`` of a result).
+  experience (``extra["head"]`` of a result); its ``state_dict``/``load_state_dict`` regrow the
+  heads of a resumed run.
 
 Growth follows Avalanche's ``IncrementalClassifier``/``MultiHeadClassifier``
 (``avalanche/models/dynamic_modules.py``), with one deviation: Avalanche copies old rows into a
@@ -67,8 +69,7 @@ class IncrementalClassifier(nn.Module):
         self.bias = bias
         self.mask_past = mask_past
         self.fused = fused
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
+        self.blocks = nn.ModuleList()
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device/dtype)
         self._active: Tensor | None = None  # classes of the current experience (for mask_past)
         self.grow(num_classes)
@@ -76,12 +77,12 @@ class IncrementalClassifier(nn.Module):
     @property
     def num_classes(self) -> int:
         """Current number of outputs."""
-        return sum(w.shape[0] for w in self.weights)
+        return sum(b.out_features for b in self.blocks)
 
     @property
     def sizes(self) -> list[int]:
         """Rows per block, in growth order."""
-        return [w.shape[0] for w in self.weights]
+        return [b.out_features for b in self.blocks]
 
     def grow(self, num_classes: int) -> list[nn.Parameter]:
         """Grow to ``num_classes`` outputs (no-op when already that wide); return the new parameters.
@@ -91,15 +92,9 @@ class IncrementalClassifier(nn.Module):
         new_rows = num_classes - self.num_classes
         if new_rows <= 0:
             return []
-        layer = nn.Linear(self.in_features, new_rows, bias=self.bias)
-        w = nn.Parameter(layer.weight.detach().to(self._anchor))
-        self.weights.append(w)
-        new = [w]
-        if self.bias:
-            b = nn.Parameter(layer.bias.detach().to(self._anchor))
-            self.biases.append(b)
-            new.append(b)
-        return new
+        block = nn.Linear(self.in_features, new_rows, bias=self.bias).to(self._anchor)
+        self.blocks.append(block)
+        return list(block.parameters())
 
     def adapt(self, classes: Iterable[int]) -> list[nn.Parameter]:
         """Grow to cover ``classes`` (labels of the coming experience); return the new parameters."""
@@ -114,14 +109,11 @@ class IncrementalClassifier(nn.Module):
         return new
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused and len(self.weights) > 1:
-            bias = torch.cat(list(self.biases)) if self.bias else None
-            out = F.linear(x, torch.cat(list(self.weights)), bias)  # (B, num_classes)
+        if self.fused and len(self.blocks) > 1:
+            bias = torch.cat([b.bias for b in self.blocks]) if self.bias else None
+            out = F.linear(x, torch.cat([b.weight for b in self.blocks]), bias)  # (B, num_classes)
             return self._mask(out)
-        if not self.bias:
-            parts = [F.linear(x, w) for w in self.weights]
-        else:
-            parts = [F.linear(x, w, b) for w, b in zip(self.weights, self.biases)]
+        parts = [block(x) for block in self.blocks]  # (B, rows of each block)
         if not parts:
             return x.new_zeros(x.shape[0], 0)  # (B, 0): no class yet
         return self._mask(parts[0] if len(parts) == 1 else torch.cat(parts, 1))  # (B, num_classes)
@@ -158,6 +150,7 @@ class MultiHeadClassifier(nn.Module):
         self.bias = bias
         self.heads = nn.ModuleDict()
         self.task_classes: dict[int, list[int]] = {}
+        self.history: list[tuple[int, list[int]]] = []  # (task id, classes added), in order
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
     @property
@@ -183,6 +176,7 @@ class MultiHeadClassifier(nn.Module):
             self.heads[key] = IncrementalClassifier(self.in_features, 0, bias=self.bias).to(self._anchor)
         head = self.heads[key]
         known += fresh
+        self.history.append((task_id, fresh))
         head.register_buffer("class_index", torch.tensor(known, dtype=torch.int64, device=self._anchor.device), persistent=False)
         return head.grow(len(known))
 
@@ -256,10 +250,12 @@ class HeadExpansion:
 
     name = "head"
 
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module | None = None) -> None:
         self.sizes: list[object] = []
+        self._model = model
 
     def before_experience(self, model: nn.Module, experience) -> list[nn.Parameter]:
+        self._model = model
         return grow_head(model, experience)
 
     def after_experience(self, model: nn.Module, experience) -> None:
@@ -268,3 +264,27 @@ class HeadExpansion:
 
     def report(self) -> dict:
         return {"sizes": list(self.sizes)}
+
+    def state_dict(self) -> dict:
+        """The recorded sizes and each growing head's growth history (to rebuild it on resume)."""
+        heads = growing_heads(self._model) if self._model is not None else []
+        return {"sizes": list(self.sizes), "heads": [_history(h) for h in heads]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the recorded sizes and regrow the model's heads block by block as they grew,
+        so a checkpoint's weights and optimizer groups fit (needs the model: ``HeadExpansion(model)``)."""
+        self.sizes = list(state["sizes"])
+        if state["heads"] and self._model is None:
+            raise ContinualError("HeadExpansion.load_state_dict needs the model: build the plugin as HeadExpansion(model)")
+        for head, history in zip(growing_heads(self._model) if self._model is not None else [], state["heads"]):
+            for step in history[len(_history(head)):]:
+                if isinstance(head, MultiHeadClassifier):
+                    head.add_classes(step[0], step[1])
+                else:
+                    head.grow(head.num_classes + int(step))
+
+
+def _history(head: nn.Module) -> list:
+    if isinstance(head, MultiHeadClassifier):
+        return [[task, list(classes)] for task, classes in head.history]
+    return list(head.sizes)
