@@ -32,7 +32,7 @@ from torch import nn
 from .errors import ContinualError
 from .strategies import Context, Strategy, register
 
-CHECKPOINT_FORMAT = "continual.checkpoint"
+CHECKPOINT_FORMAT = "continual.pretrained"
 CHECKPOINT_VERSION = 1
 
 

@@ -93,7 +93,7 @@ def test_pretrain_writes_a_weights_only_checkpoint(tmp_path):
     ckpt = read_checkpoint(path)
     assert ckpt["model"] == "mlp" and ckpt["input_shape"] == [1, 8, 8]
     assert not any(k.startswith("head.") for k in ckpt["state_dict"])
-    assert torch.load(path, weights_only=True)["format"] == "continual.checkpoint"
+    assert torch.load(path, weights_only=True)["format"] == "continual.pretrained"
     with pytest.raises(ContinualError, match=r"pretrain classes \[12\]: expected labels of 'split-digits' in 0..9"):
         pretrain("split-digits", tmp_path / "q.pt", classes=[0, 12], device="cpu")
 
