@@ -246,6 +246,10 @@ class HeadExpansion:
     optimizer (old parameters, and their optimizer state, are untouched). ``report()`` gives
     ``{"sizes": [size after experience 0, 1, ...]}`` (an int per experience, or a dict
     task id -> outputs for a multi-head model).
+
+    Args:
+        model: the model whose heads it grows; needed only to save and restore its growth
+            (``state_dict``/``load_state_dict``) before the first experience has been seen.
     """
 
     name = "head"
