@@ -24,21 +24,22 @@ from .metrics import (
     learning_accuracy,
     mean_ci,
 )
-from .models import MLP, ConvNet, build_model
+from .models import MLP, ConvNet, HeadExpansion, IncrementalClassifier, MultiHeadClassifier, ResNet18, build_model
 from .replay import ER, ClassBalancedBuffer, DERpp, ExperienceBalancedBuffer, ReservoirBuffer, herding, make_buffer
 from .results import Result, find_results, load_result, save_result
 from .strategies import STRATEGIES, Strategy, get_strategy, register
 from .streams import Experience, Stream, concat, permuted, rotated, split
 from .trainer import Plugin, Trainer
+from .transfer import freeze, load_backbone, pretrain  # also registers the transfer strategies
 
 __all__ = [
     "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ClassBalancedBuffer", "ContinualError", "ConvNet", "DERpp", "Dataset", "ER",
-    "Experience", "ExperienceBalancedBuffer", "MLP",
+    "Experience", "ExperienceBalancedBuffer", "HeadExpansion", "IncrementalClassifier", "MLP", "MultiHeadClassifier", "ResNet18",
     "Plugin", "ReservoirBuffer", "Result", "RunConfig", "STRATEGIES", "Strategy", "Stream", "Trainer", "Transform",
     "accuracy_curve", "average_accuracy", "average_forgetting", "average_incremental_accuracy",
     "backward_transfer", "build_model", "concat", "digits", "final_average_accuracy", "find_results",
-    "forgetting", "forward_transfer", "get_benchmark", "get_strategy", "herding", "intransigence", "learning_accuracy",
-    "load_result", "make_buffer", "make_stream", "mean_ci", "permuted", "register", "rotated", "run", "save_result", "split",
+    "forgetting", "forward_transfer", "freeze", "get_benchmark", "get_strategy", "herding", "intransigence", "learning_accuracy",
+    "load_backbone", "load_result", "make_buffer", "make_stream", "mean_ci", "permuted", "pretrain", "register", "rotated", "run", "save_result", "split",
     "synthetic",
     "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
 ]

@@ -1,4 +1,4 @@
-"""The ``continual`` command: run, sweep, compare, plot, demo, list.
+"""The ``continual`` command: run, pretrain, sweep, compare, plot, demo, list.
 
 Bad input ends with one line on stderr (``continual: error: ...``) and exit status 2, never a
 traceback.
@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
         benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
         class_order=parse_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, device=args.device,
-        label=args.label, data_root=args.data_root, download=args.download,
+        label=args.label, data_root=args.data_root, download=args.download, head=args.head, pretrained=args.pretrained,
     ).override(sets)
     if base.label is None and base.params:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
@@ -112,6 +112,34 @@ def cmd_run(args) -> int:
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .transfer import pretrain
+
+    classes = None
+    if args.classes is not None:
+        try:
+            classes = [int(c) for c in args.classes.split(",")]
+        except ValueError:
+            raise ContinualError(f"--classes {args.classes!r}: expected comma-separated labels like 0,1,2") from None
+    source = pretrain(args.benchmark, args.out, classes=classes, model=args.model, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, seed=args.seed, device=args.device)
+    print(f"pretrained {args.model or 'the default model'} on {args.benchmark} classes {source['classes']} "
+          f"({source['num_train']} training images): test accuracy {100 * source['test_accuracy']:.1f}% -> {args.out}")
+    return 0
+
+
+def demo_pretrained(out: Path, device: str) -> tuple[Path, dict]:
+    """The demo's checkpoint for the transfer baselines: the first experience's classes of the demo stream.
+
+    Source: split-digits classes 0 and 1 (the stream's first experience), training split only, so
+    no future class and no test image is seen; written to the demo folder (retrained each time, in about a second).
+    """
+    from .transfer import pretrain
+
+    path = out / "pretrained_split-digits_classes0-1.pt"
+    return path, pretrain(DEMO_BENCHMARK, path, classes=[0, 1], device=device, seed=0)
 
 
 def cmd_plot(args) -> int:
@@ -194,10 +222,14 @@ def cmd_demo(args) -> int:
     from .strategies import STRATEGIES
 
     out = Path(args.out)
-    print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental), {args.seeds} seeds, device {args.device}",
-          file=sys.stderr)
+    print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
+          f"device {args.device}", file=sys.stderr)
+    ckpt, source = demo_pretrained(out, args.device)
+    print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
+          f"(the first experience, training split only) -> {ckpt}", file=sys.stderr)
     configs = [
-        RunConfig(benchmark=DEMO_BENCHMARK, strategy=name, scenario="class", device=args.device, seed=seed)
+        RunConfig(benchmark=DEMO_BENCHMARK, strategy=name, scenario="class", device=args.device, seed=seed,
+                  pretrained=str(ckpt) if STRATEGIES[name].needs_pretrained else None)
         for name in STRATEGIES for seed in range(args.seeds)
     ]
     results = _run_many(configs, out, args.quiet)
@@ -237,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default=None, help="class, task or domain (default: the benchmark's)")
     p.add_argument("--num-experiences", type=int, default=None, help="default: the benchmark's")
     p.add_argument("--class-order", default=None, help="'random' (seeded) or comma-separated labels")
-    p.add_argument("--model", default=None, help="mlp or convnet (default: the benchmark's)")
+    p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full or resnet18-torchvision (default: the benchmark's)")
+    p.add_argument("--head", default=None, help="fixed, incremental, incremental-mask-past or multi "
+                   "(default: incremental in the class scenario, fixed otherwise)")
+    p.add_argument("--pretrained", default=None, metavar="PATH", help="checkpoint to start the backbone from ('continual pretrain')")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: the benchmark's)")
@@ -257,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.cache/continual; without it nothing is downloaded")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("pretrain", help="train a backbone on some classes of a benchmark's dataset and save it")
+    p.add_argument("--benchmark", default="split-digits", help="the source dataset's benchmark (see 'continual list')")
+    p.add_argument("--classes", default=None, help="comma-separated source labels, e.g. ones held out of the stream (default: all)")
+    p.add_argument("--model", default=None, help="the backbone (default: the benchmark's)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the benchmark's")
+    p.add_argument("--lr", type=float, default=None, help="default: the benchmark's")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the benchmark's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="the checkpoint file to write")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("plot", help="draw curves and heatmaps from results files or folders")
     p.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")

@@ -25,7 +25,7 @@ from . import __version__
 from .benchmarks import get_benchmark, make_stream
 from .errors import ContinualError
 from .metrics import AccuracyMatrix
-from .models import build_model
+from .models import HEADS, HeadExpansion, build_model, grow_head
 from .results import Result
 from .strategies import Context, coerce, get_strategy
 from .trainer import Callback, Trainer, resolve_device
@@ -41,7 +41,12 @@ class RunConfig:
         scenario: ``"class"``, ``"task"`` or ``"domain"`` (default: the benchmark's first).
         num_experiences: default: the benchmark's.
         class_order: ``None`` (standard), ``"random"`` (seeded) or an explicit list.
-        model: ``"mlp"`` or ``"convnet"`` (default: the benchmark's).
+        model: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"`` or
+            ``"resnet18-torchvision"`` (default: the benchmark's).
+        head: ``"fixed"``, ``"incremental"`` (grows with the classes seen),
+            ``"incremental-mask-past"`` or ``"multi"`` (one head per task id); default:
+            ``"incremental"`` in the class-incremental scenario, ``"fixed"`` otherwise.
+        pretrained: a checkpoint whose backbone weights the model starts from (``continual pretrain``).
         epochs: passes over each experience (default: the benchmark's).
         lr: learning rate (default: the benchmark's).
         batch_size: training batch size (default: the benchmark's).
@@ -76,14 +81,24 @@ class RunConfig:
     label: str | None = None
     data_root: str | None = None
     download: bool = False
+    head: str | None = None
+    pretrained: str | None = None
 
     def resolve(self) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark and the strategy's parameters checked."""
         bench = get_benchmark(self.benchmark)
         strategy = get_strategy(self.strategy)
+        scenario = self.scenario or bench.default_scenario
+        head = self.head or ("incremental" if scenario == "class" else "fixed")
+        if head not in HEADS:
+            raise ContinualError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+        if strategy.needs_pretrained and not self.pretrained:
+            raise ContinualError(f"strategy {strategy.name!r} needs pretrained weights: give --pretrained PATH "
+                                 "(make one with 'continual pretrain --benchmark B --classes ... --out PATH')")
         return dataclasses.replace(
             self,
-            scenario=self.scenario or bench.default_scenario,
+            scenario=scenario,
+            head=head,
             num_experiences=self.num_experiences or bench.num_experiences,
             model=self.model or bench.model,
             epochs=self.epochs if self.epochs is not None else bench.epochs,
@@ -106,7 +121,7 @@ class RunConfig:
         """
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
                  "weight_decay": float, "eval_batch_size": int, "seed": int}
-        texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root"}
+        texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained"}
         changes: dict[str, object] = {}
         for key, value in values.items():
             if key in kinds:
@@ -249,13 +264,27 @@ def run(
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
     first = stream[0]
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, tuple(first.x_train.shape[1:]), stream.num_classes)
-    plugins = strategy.make_plugins(dict(cfg.params), Context(stream=stream, device=device, seed=cfg.seed))
+    model = build_model(cfg.model, tuple(first.x_train.shape[1:]), 0 if cfg.head != "fixed" else stream.num_classes, head=cfg.head)
+    context = Context(stream=stream, device=device, seed=cfg.seed)
+    plugins = strategy.make_plugins(dict(cfg.params), context)
+    if cfg.head != "fixed":
+        grow_head(model, first)  # the first experience's classes, before the random-init evaluation
+        plugins = [HeadExpansion(model), *plugins]
+    if cfg.pretrained:
+        from .transfer import load_backbone
+
+        load_backbone(model, cfg.pretrained, model_name=cfg.model)
+    lr_groups = strategy.prepare_model(model, dict(cfg.params), context) if strategy.prepare_model else None
     trainer = Trainer(
         model, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size,
         device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks,
     )
+    if lr_groups:
+        from .transfer import scale_lr
+
+        for params, scale in lr_groups:
+            scale_lr(trainer.optimizer, params, scale)
     resume, wall_before = None, 0.0
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:

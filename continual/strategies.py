@@ -44,6 +44,11 @@ class Strategy:
             are the types accepted by overrides.
         make_plugins: ``(params, context) -> list of plugins``; ``params`` holds every default,
             overridden by the user's values.
+        prepare_model: ``(model, params, context) -> None or [(parameters, lr scale), ...]``,
+            called once on the freshly built (and, with ``--pretrained``, loaded) model before the
+            trainer is made: it may freeze parts of the model and ask for learning-rate scales of
+            parameter groups (transfer baselines).
+        needs_pretrained: the strategy needs pretrained weights (``RunConfig.pretrained``).
     """
 
     name: str
@@ -51,6 +56,8 @@ class Strategy:
     schedule: Schedule = "sequential"
     defaults: Mapping[str, object] = field(default_factory=dict)
     make_plugins: Callable[[dict, Context], list] = lambda params, context: []
+    prepare_model: Callable[..., list | None] | None = None
+    needs_pretrained: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -148,7 +155,13 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
     def make_plugins(params: dict, context: Context) -> list:
         return [plugin for part in parts for plugin in part.make_plugins({k: params[k] for k in part.defaults}, context)]
 
-    return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins)
+    preparers = [part for part in parts if part.prepare_model is not None]
+
+    def prepare_model(model, params: dict, context: Context) -> list:
+        return [g for part in preparers for g in (part.prepare_model(model, {k: params[k] for k in part.defaults}, context) or [])]
+
+    return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins,
+                    prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts))
 
 
 register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))

@@ -1,5 +1,9 @@
-"""Models: backbones with a linear head, built by name."""
+"""Models: backbones (MLP, ConvNet, ResNet-18) with a fixed, incremental or multi-head classifier, built by name."""
 
-from .backbones import MLP, MODELS, ConvNet, build_model, forward
+from .backbones import HEADS, MLP, MODELS, Backbone, ConvNet, ResNet18, TorchvisionResNet18, build_model, forward
+from .heads import HeadExpansion, IncrementalClassifier, MultiHeadClassifier, grow_head, growing_heads, head_size
 
-__all__ = ["MLP", "ConvNet", "MODELS", "build_model", "forward"]
+__all__ = [
+    "Backbone", "ConvNet", "HEADS", "HeadExpansion", "IncrementalClassifier", "MLP", "MODELS", "MultiHeadClassifier",
+    "ResNet18", "TorchvisionResNet18", "build_model", "forward", "grow_head", "growing_heads", "head_size",
+]

@@ -1,8 +1,20 @@
-"""Backbones with a fixed linear head: an MLP and a small ConvNet.
+"""Backbones with a linear head: an MLP, a small ConvNet and ResNet-18 (reduced and full width).
 
-Each model takes normalised float inputs (see :class:`continual.data.Transform`). The classifier
-is the attribute ``head`` (an ``nn.Linear``) on top of ``features(x)``, so a head can be replaced
-or grown without touching the backbone.
+Each model takes normalised float inputs (see :class:`continual.data.Transform`). A model is a
+backbone, ``features(x) -> (B, num_features)``, and a classifier in the attribute ``head``: an
+``nn.Linear`` by default, or a growing head from :mod:`continual.models.heads`
+(``IncrementalClassifier``, ``MultiHeadClassifier``), so a head can be replaced or grown without
+touching the backbone. A model whose head routes by task id declares ``takes_task_id`` and is
+called as ``model(x, t)``.
+
+``blocks()`` lists the backbone's stages in input-to-output order (used to freeze the first k).
+
+ResNet-18: He et al. 2016, "Deep Residual Learning for Image Recognition". The reduced form
+(``nf=20``) is the one of Lopez-Paz & Ranzato 2017 (GEM, ``model/common.py`` of their code), also
+used by A-GEM (Chaudhry et al. 2019) and ER ("On Tiny Episodic Memories", Chaudhry et al. 2019)
+for Split CIFAR-100: a 3x3 stride-1 stem without max-pooling and four stages of two basic
+blocks with ``nf, 2nf, 4nf, 8nf`` channels. Deviation: the final 4x4 average pool of the GEM code
+is a global average pool here, identical on 32x32 inputs and also defined for other sizes.
 """
 
 from __future__ import annotations
@@ -10,11 +22,40 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ContinualError
 
-class MLP(nn.Module):
+
+class Backbone(nn.Module):
+    """Base class: ``forward`` is ``head(features(x))``, passing task ids to a head that routes by them.
+
+    Subclasses set ``num_features``, ``head`` and implement :meth:`features` and :meth:`blocks`.
+    """
+
+    num_features: int
+    head: nn.Module
+
+    @property
+    def takes_task_id(self) -> bool:
+        """True when the head routes samples by task id (a multi-head model)."""
+        return bool(getattr(self.head, "takes_task_id", False))
+
+    def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        f = self.features(x)  # (B, num_features)
+        if self.takes_task_id:
+            return self.head(f, t)  # (B, num_classes)
+        return self.head(f)  # (B, num_classes)
+
+
+class MLP(Backbone):
     """Fully connected network: flatten, ``hidden`` ReLU layers, a linear head.
 
     Args:
@@ -41,11 +82,12 @@ class MLP(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)  # (B, num_features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))  # (B, num_classes)
+    def blocks(self) -> list[nn.Module]:
+        """The hidden linear layers, in order."""
+        return [m for m in self.backbone if isinstance(m, nn.Linear)]
 
 
-class ConvNet(nn.Module):
+class ConvNet(Backbone):
     """A small CNN: ``len(channels)`` blocks of conv3x3-BN-ReLU-maxpool2, global average pool, linear head.
 
     Works for any input size (8x8 digits, 28x28 MNIST, 32x32 CIFAR): blocks stop pooling once the
@@ -62,7 +104,7 @@ class ConvNet(nn.Module):
         blocks: list[nn.Module] = []
         width = in_channels
         for c in channels:
-            blocks += [nn.Conv2d(width, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            blocks.append(nn.Sequential(nn.Conv2d(width, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)))
             width = c
         self.backbone = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = width
@@ -71,24 +113,148 @@ class ConvNet(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)  # (B, num_features)
 
+    def blocks(self) -> list[nn.Module]:
+        """The conv blocks, in order."""
+        return list(self.backbone)[:-2]
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers and a shortcut (a 1x1 conv-BN when the shape changes); He et al. 2016."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))  # (B, num_classes)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
 
 
-MODELS = ("mlp", "convnet")
+class ResNet18(Backbone):
+    """ResNet-18 for small images: the reduced form of GEM/A-GEM/ER (``nf=20``) or full width (``nf=64``).
+
+    Reference: He et al. 2016; the reduced ResNet-18 of Lopez-Paz & Ranzato 2017 (GEM code,
+    ``ResNet18(nclasses, nf=20)``), 1.11M parameters with ``nf=20`` and 100 classes (11.22M with ``nf=64``).
+
+    Args:
+        in_channels: input channels (3 for CIFAR; 1 for grey images).
+        num_classes: outputs of the head.
+        nf: channels of the first stage (stages have ``nf, 2nf, 4nf, 8nf``); 20 in GEM, 64 in He et al.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, *, nf: int = 20) -> None:
+        super().__init__()
+        if nf < 1:
+            raise ContinualError(f"ResNet18 nf={nf} must be a positive number of channels (20 reduced, 64 full)")
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, nf, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU())
+        stages, width = [], nf
+        for i, stride in enumerate((1, 2, 2, 2)):
+            planes = nf * 2**i
+            stages.append(nn.Sequential(BasicBlock(width, planes, stride), BasicBlock(planes, planes, 1)))
+            width = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_features = width
+        self.head = nn.Linear(width, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        out = self.stem(x)  # (B, nf, H, W)
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))  # (B, 8nf, H/8, W/8)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 8nf)
+
+    def blocks(self) -> list[nn.Module]:
+        """The stem and the four stages, in order."""
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
-    """Build a model by name for inputs of ``input_shape`` (without the batch dimension)."""
-    from ..errors import ContinualError
+class TorchvisionResNet18(Backbone):
+    """torchvision's ResNet-18 (ImageNet layout, 512 features) as a backbone; weights from a local file only.
 
+    Needs torchvision. Built without weights (never downloaded); load a local torchvision
+    state dict with ``--pretrained PATH`` (its ``fc.*`` entries are ignored). With
+    ``in_channels != 3`` the first convolution is replaced (so its pretrained weights no longer fit).
+
+    Raises:
+        ContinualError: when torchvision cannot be imported.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        try:
+            import torchvision
+        except Exception as exc:  # ImportError, or a torchvision built for another torch
+            raise ContinualError(
+                f"model 'resnet18-torchvision' needs torchvision, which cannot be imported here "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); use --model resnet18 or install torchvision"
+            ) from None
+        net = torchvision.models.resnet18(weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        net.fc = nn.Identity()
+        self.backbone = net
+        self.num_features = 512
+        self.head = nn.Linear(512, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.backbone(x)  # (B, 512)
+
+    def blocks(self) -> list[nn.Module]:
+        n = self.backbone
+        return [nn.ModuleList([n.conv1, n.bn1]), n.layer1, n.layer2, n.layer3, n.layer4]
+
+
+MODELS = ("mlp", "convnet", "resnet18", "resnet18-full", "resnet18-torchvision")
+HEADS = ("fixed", "incremental", "incremental-mask-past", "multi")
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head: str = "fixed", **kwargs) -> nn.Module:
+    """Build a model by name for inputs of ``input_shape`` (without the batch dimension).
+
+    Args:
+        name: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"``
+            (nf=64) or ``"resnet18-torchvision"`` (needs torchvision).
+        input_shape: e.g. ``(1, 8, 8)`` or ``(3, 32, 32)``.
+        num_classes: outputs of a ``"fixed"`` head; growing heads start with ``num_classes`` outputs
+            (``"incremental"``) or with no task head (``"multi"``) and grow with
+            :func:`continual.models.heads.grow_head`.
+        head: ``"fixed"`` (an ``nn.Linear``), ``"incremental"`` (an ``IncrementalClassifier``),
+            ``"incremental-mask-past"`` (the same, masking past classes' logits in training) or
+            ``"multi"`` (a ``MultiHeadClassifier``, one head per task id).
+        **kwargs: passed to the model class (e.g. ``hidden=(100,)``, ``nf=32``).
+
+    Raises:
+        ContinualError: for an unknown name or head, or inputs the model cannot take.
+    """
+    from .heads import IncrementalClassifier, MultiHeadClassifier
+
+    if head not in HEADS:
+        raise ContinualError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+    if head != "fixed":  # the fixed head built by the class is replaced below
+        num_classes, initial = 1, num_classes
     if name == "mlp":
-        return MLP(math.prod(input_shape), num_classes=num_classes, **kwargs)
-    if name == "convnet":
+        model: Backbone = MLP(math.prod(input_shape), num_classes=num_classes, **kwargs)
+    elif name in ("convnet", "resnet18", "resnet18-full", "resnet18-torchvision"):
         if len(input_shape) != 3:
-            raise ContinualError(f"model 'convnet' needs image inputs (C, H, W); got inputs of shape {tuple(input_shape)}")
-        return ConvNet(input_shape[0], num_classes, **kwargs)
-    raise ContinualError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+            raise ContinualError(f"model {name!r} needs image inputs (C, H, W); got inputs of shape {tuple(input_shape)}")
+        if name == "convnet":
+            model = ConvNet(input_shape[0], num_classes, **kwargs)
+        elif name == "resnet18-torchvision":
+            model = TorchvisionResNet18(input_shape[0], num_classes, **kwargs)
+        else:
+            model = ResNet18(input_shape[0], num_classes, **{"nf": 20 if name == "resnet18" else 64, **kwargs})
+    else:
+        raise ContinualError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    if head.startswith("incremental"):
+        model.head = IncrementalClassifier(model.num_features, initial, mask_past=head == "incremental-mask-past")
+    elif head == "multi":
+        model.head = MultiHeadClassifier(model.num_features)
+    return model
 
 
 def forward(model: nn.Module, x: Tensor, t: Tensor | None = None) -> Tensor:
