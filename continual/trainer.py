@@ -178,6 +178,7 @@ class Trainer:
         self.timings = Timings()
         self.penalties: dict[str, list[float]] = {}
         self._task_mask: Tensor | None = None
+        self._added_groups: list[list[str]] = []  # names of the parameters of each group added by plugins
 
     # ----------------------------------------------------------------- helpers
     def _emit(self, event: str, **info) -> None:
@@ -201,6 +202,13 @@ class Trainer:
         else:
             self._task_mask = None
 
+    def _add_group(self, params: list[nn.Parameter]) -> None:
+        """New parameters join the optimizer as one group; their names are remembered so a
+        resumed run rebuilds the same groups in the same order."""
+        self.optimizer.add_param_group({"params": params})
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        self._added_groups.append([names.get(id(p), "") for p in params])
+
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue training exactly: model, optimizer, generators, plugin
@@ -215,6 +223,7 @@ class Trainer:
             "plugins": [p.state_dict() if callable(getattr(p, "state_dict", None)) else None for p in self.plugins],
             "timings": self.timings.lists(),
             "penalties": {k: list(v) for k, v in self.penalties.items()},
+            "added_groups": [list(names) for names in self._added_groups],
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -231,10 +240,12 @@ class Trainer:
             if plugin_state is not None:
                 plugin.load_state_dict(plugin_state)
         self.model.load_state_dict(state["model"])
-        known = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
-        missing = [p for p in self.model.parameters() if id(p) not in known]
-        if missing:
-            self.optimizer.add_param_group({"params": missing})
+        params = dict(self.model.named_parameters())
+        for names in state["added_groups"][len(self._added_groups):]:
+            if any(n not in params for n in names):
+                raise ContinualError("cannot resume: the checkpoint's optimizer holds parameters the model does not have "
+                                     f"({', '.join(n for n in names if n not in params)})")
+            self._add_group([params[n] for n in names])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.augment_generator.set_state(state["augment_generator"])
@@ -255,7 +266,7 @@ class Trainer:
         for _, hook in hooks["before_experience"]:
             new = hook(self.model, experience)
             if new:
-                self.optimizer.add_param_group({"params": list(new)})
+                self._add_group(list(new))
         plugin_time += time.perf_counter() - start
 
         model, opt, transform = self.model, self.optimizer, experience.transform

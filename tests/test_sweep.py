@@ -152,8 +152,13 @@ def test_resume_after_sigkill_gives_the_same_matrix(tmp_path):
     assert resumed.acc_matrix == whole.acc_matrix and resumed.random_init == whole.random_init
 
 
-def test_corrupted_checkpoint_repeats_only_that_experience(tmp_path):
-    cfg = RunConfig(strategy="finetune", epochs=2, momentum=0.9, device="cpu")
+@pytest.mark.parametrize("setting", [
+    {"scenario": "class"},  # growing head (the class-incremental default): the optimizer's groups are rebuilt
+    {"scenario": "task", "head": "multi"},
+    {"scenario": "class", "head": "fixed", "optimizer": "adam", "lr": 0.001},
+])
+def test_corrupted_checkpoint_repeats_only_that_experience(tmp_path, setting):
+    cfg = RunConfig(strategy="finetune", epochs=2, momentum=0.9, device="cpu").override(setting)
     whole = run(cfg)
     run(cfg, checkpoint_dir=tmp_path)
     newest = sorted(tmp_path.glob("checkpoint-*.pt"))[-1]
