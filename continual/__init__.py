@@ -29,13 +29,16 @@ from .results import Result, find_results, load_result, save_result
 from .strategies import STRATEGIES, Strategy, get_strategy, register
 from .streams import Experience, Stream, concat, permuted, rotated, split
 from .trainer import Plugin, Trainer
+from . import regularizers  # after strategies: registers ewc, online-ewc, si, mas, l2, lwf
+from .regularizers import EWC, L2, MAS, SI, LwF, combine
 
 __all__ = [
-    "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ContinualError", "ConvNet", "Dataset", "Experience", "MLP",
+    "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ContinualError", "ConvNet", "Dataset", "EWC", "Experience", "L2", "LwF",
+    "MAS", "MLP", "SI",
     "Plugin", "Result", "RunConfig", "STRATEGIES", "Strategy", "Stream", "Trainer", "Transform",
     "accuracy_curve", "average_accuracy", "average_forgetting", "average_incremental_accuracy",
-    "backward_transfer", "build_model", "concat", "digits", "final_average_accuracy", "find_results",
+    "backward_transfer", "build_model", "combine", "concat", "digits", "final_average_accuracy", "find_results",
     "forgetting", "forward_transfer", "get_benchmark", "get_strategy", "intransigence", "learning_accuracy",
-    "load_result", "make_stream", "mean_ci", "permuted", "register", "rotated", "run", "save_result", "split",
+    "load_result", "make_stream", "mean_ci", "permuted", "register", "regularizers", "rotated", "run", "save_result", "split",
     "synthetic",
 ]

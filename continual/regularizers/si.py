@@ -1,0 +1,122 @@
+"""Synaptic intelligence: Zenke, Poole & Ganguli 2017, "Continual learning through synaptic
+intelligence" (ICML).
+
+During an experience each parameter accumulates the path integral
+``omega_i += -g_i * delta theta_i`` after every optimizer step (``g`` the gradient of the task loss
+at the step, ``delta theta`` the step the optimizer actually took). At the end of the experience
+``Omega_i += omega_i / ((theta_i - theta_i^start)^2 + xi)`` (``xi`` the damping) and the anchor
+moves to the current parameters. Penalty: ``c sum_i Omega_i (theta_i - theta*_i)^2`` (no 1/2, as in
+the paper's surrogate loss).
+
+``g`` is the unregularized gradient, as in the paper: SI's own surrogate gradient
+``2 c Omega (theta - theta*)`` is taken out of ``p.grad`` (other plugins' penalties, e.g. in a
+combination, stay in). Omega is clipped at 0 from below (a parameter whose steps increased the
+loss gets no importance, rather than a negative one).
+
+Defaults: ``c=0.1`` and ``xi=1e-3``. Zenke et al. tune c per benchmark (values from 0.01 to 1 appear
+in the literature for split/permuted MNIST); 0.1 is the middle of that range and works on
+split-digits here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ContinualError
+from ..streams import Experience
+from .base import QuadraticPenalty, trainable
+
+
+class SI(QuadraticPenalty):
+    """Synaptic intelligence.
+
+    Args:
+        c: strength of the surrogate loss.
+        xi: damping in the importance's denominator.
+        name: label of the penalty in results.
+
+    Example:
+        >>> si = SI(c=0.1, xi=1e-3)
+        >>> si.penalty(torch.nn.Linear(2, 2)) is None
+        True
+    """
+
+    def __init__(self, c: float = 0.1, *, xi: float = 1e-3, name: str = "si") -> None:
+        if xi <= 0:
+            raise ContinualError(f"xi={xi} must be positive (it damps a division)")
+        super().__init__(c, decay=1.0)
+        self.c = float(c)
+        self.xi = float(xi)
+        self.name = name
+        self.path: dict[str, Tensor] = {}  # omega, accumulated during the experience
+        self.start: dict[str, Tensor] = {}  # parameters at the start of the experience
+        self.prev: dict[str, Tensor] = {}  # parameters before the last step
+
+    def _snapshot(self, model: nn.Module) -> None:
+        params = trainable(model)
+        self.start = {n: p.detach().clone() for n, p in params.items()}
+        self.prev = {n: p.detach().clone() for n, p in params.items()}
+        self.path = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def before_experience(self, model: nn.Module, experience: Experience) -> None:
+        self._snapshot(model)
+        return None
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """Add ``-g * delta theta`` of the step just taken to the path integral."""
+        params = trainable(model)
+        if not self.prev or any(params[n].shape != v.shape for n, v in self.prev.items() if n in params):
+            self._snapshot(model)  # first step (used from a plain loop) or a head that grew: restart
+            return
+        for name, p in params.items():
+            prev = self.prev.get(name)
+            if prev is None or p.grad is None:
+                continue
+            g = p.grad
+            if name in self.importances:  # take SI's own surrogate gradient out: keep the task loss's
+                omega, anchor = self._fitted(name, p)
+                g = g - (2 * self.strength) * omega * (prev - anchor)
+            self.path[name].addcmul_(g, p.detach() - prev, value=-1.0)
+            prev.copy_(p.detach())
+
+    def _fitted(self, name: str, p: Tensor) -> tuple[Tensor, Tensor]:
+        if self.importances[name].shape != p.shape:
+            self._grow(name, p)
+        return self.importances[name], self.anchors[name]
+
+    def importance(self, model: nn.Module, experience: Experience) -> dict[str, Tensor]:
+        """``omega / ((theta - theta_start)^2 + xi)``, clipped at 0, for this experience."""
+        params = trainable(model)
+        if not self.path:
+            raise ContinualError("SI.consolidate called before any step: call si.after_step(model) after each optimizer step")
+        out = {}
+        for name, p in params.items():
+            if name not in self.path:
+                out[name] = torch.zeros_like(p)
+                continue
+            delta = p.detach() - self.start[name]
+            out[name] = (self.path[name] / (delta.square() + self.xi)).clamp_min(0)
+        return out
+
+    def consolidate(self, model: nn.Module, experience: Experience) -> None:
+        super().consolidate(model, experience)
+        self._snapshot(model)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        state = super().state_dict()
+        for key, values in (("path", self.path), ("start", self.start), ("prev", self.prev)):
+            for name, v in values.items():
+                state[f"{key}.{name}"] = v
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        for key in ("path", "start", "prev"):
+            setattr(self, key, {k[len(key) + 1:]: v.clone() for k, v in state.items() if k.startswith(key + ".")})
+
+    def report(self) -> dict:
+        return {**super().report(), "c": self.c, "xi": self.xi}
