@@ -25,9 +25,9 @@ from .si import SI
 # Strategy defaults, one place. lam values are for the paper's lambda/2 convention and the
 # empirical Fisher (mean over samples); num_samples=0 means every training sample.
 DEFAULTS: dict[str, dict[str, object]] = {
-    "ewc": {"lam": 1000.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
-    "online-ewc": {"lam": 1000.0, "gamma": 1.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
-    "si": {"c": 0.1, "xi": 1e-3},
+    "ewc": {"lam": 10000.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
+    "online-ewc": {"lam": 10000.0, "gamma": 1.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
+    "si": {"c": 1.0, "xi": 1e-3},
     "mas": {"lam": 1.0},
     "l2": {"lam": 1.0},
     "lwf": {"alpha": 1.0, "temperature": 2.0},
