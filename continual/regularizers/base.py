@@ -2,7 +2,8 @@
 
 A regularizer adds a penalty to the loss and consolidates after each experience:
 
-- ``penalty(model, x=None, y=None, t=None, out=None) -> Tensor`` (a scalar added to the loss);
+- ``penalty(model, x=None, y=None, t=None, out=None) -> Tensor`` (a scalar added to the loss; 0
+  before the first consolidation);
 - ``consolidate(model, experience)`` (after an experience: compute importances, store anchors);
 - optional ``after_step(model)`` (path-integral methods, called after each optimizer step);
 - ``state_dict()`` / ``load_state_dict(state)`` (tensors only: ``torch.load(weights_only=True)``).
@@ -42,7 +43,7 @@ class Regularizer(Protocol):
     """What a regularizer provides (structural: any object with these methods is one)."""
 
     def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
-                t: Tensor | None = None, out: Tensor | None = None) -> Tensor | None: ...
+                t: Tensor | None = None, out: Tensor | None = None) -> Tensor: ...
 
     def consolidate(self, model: nn.Module, experience: Experience) -> None: ...
 
@@ -61,6 +62,13 @@ def check_choice(label: str, value: str, accepted: Iterable[str]) -> str:
     if value not in accepted:
         raise ContinualError(f"unknown {label} {value!r}; expected one of {', '.join(accepted)}")
     return value
+
+
+def zero(model: nn.Module) -> Tensor:
+    """A scalar 0 on the model's device: the penalty before anything is consolidated (so that
+    ``loss = task_loss + reg.penalty(model)`` works from the first step)."""
+    p = next(model.parameters(), None)
+    return torch.zeros((), device=p.device if p is not None else None)
 
 
 def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -96,7 +104,7 @@ class RegularizerBase(Plugin):
     name = "regularizer"
 
     def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,  # type: ignore[override]
-                t: Tensor | None = None, out: Tensor | None = None) -> Tensor | None:
+                t: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
     def consolidate(self, model: nn.Module, experience: Experience) -> None:
@@ -113,6 +121,37 @@ class RegularizerBase(Plugin):
 
     def report(self) -> dict:
         return {}
+
+
+class _WeightedSquares(torch.autograd.Function):
+    """``sum_i omega_i (theta_i - anchor_i)^2`` over lists of tensors, as one autograd node.
+
+    Forward: ``d = theta - anchor``, ``w = omega * d``, ``value = sum <w, d>`` with foreach ops;
+    backward: ``2 w g``. One node instead of four per parameter, and no temporaries in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, omegas: list[Tensor], anchors: list[Tensor], *params: Tensor) -> Tensor:
+        d = torch._foreach_sub(list(params), anchors)
+        w = torch._foreach_mul(d, omegas)
+        value = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(w, d)]).sum()
+        ctx.save_for_backward(*w)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        w = ctx.saved_tensors
+        return (None, None, *torch._foreach_mul(list(w), 2 * grad))
+
+
+def weighted_squares(omegas: list[Tensor], anchors: list[Tensor], params: list[Tensor]) -> Tensor:
+    """``sum_i omega_i (theta_i - anchor_i)^2`` summed over the lists, differentiable in ``params``.
+
+    >>> p = torch.tensor([1.0, 2.0], requires_grad=True)
+    >>> weighted_squares([torch.tensor([1.0, 0.5])], [torch.zeros(2)], [p]).item()
+    3.0
+    """
+    return _WeightedSquares.apply(omegas, anchors, *params)
 
 
 class QuadraticPenalty(RegularizerBase):
@@ -182,15 +221,15 @@ class QuadraticPenalty(RegularizerBase):
         self.anchors[name] = fit_shape(self.anchors[name], param, name)
 
     def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
-                t: Tensor | None = None, out: Tensor | None = None) -> Tensor | None:
-        """The penalty (a scalar tensor), or ``None`` before the first consolidation."""
+                t: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """The penalty, a scalar tensor (0 before the first consolidation)."""
         if not self.importances:
-            return None
+            return zero(model)
         terms = self._terms(model)
         if not terms:
-            return None
-        total = sum((omega * (p - anchor).square()).sum() for p, omega, anchor in terms)
-        total = (self.strength * self.scale) * total
+            return zero(model)
+        params, omegas, anchors = zip(*terms)
+        total = (self.strength * self.scale) * weighted_squares(list(omegas), list(anchors), list(params))
         if self.consts:
             total = total + (self.strength * self.scale) * sum(self.consts.values())
         return total
@@ -243,8 +282,8 @@ class Combined(RegularizerBase):
         return new or None
 
     def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
-                t: Tensor | None = None, out: Tensor | None = None) -> Tensor | None:
-        """The sum of the parts' penalties (``None`` if every part returns ``None``)."""
+                t: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """The sum of the parts' penalties (0 if every part returns ``None``)."""
         total = None
         for name, part in self.parts.items():
             value = part.penalty(model, x=x, y=y, t=t, out=out)
@@ -253,7 +292,7 @@ class Combined(RegularizerBase):
             self._sums[name] = self._sums.get(name, 0) + value.detach()
             total = value if total is None else total + value
         self._steps += 1
-        return total
+        return total if total is not None else zero(model)
 
     def after_step(self, model: nn.Module) -> None:
         for part in self.parts.values():

@@ -65,8 +65,8 @@ class EWC(QuadraticPenalty):
 
     Example:
         >>> ewc = EWC(lam=100.0, mode="online", gamma=0.9)
-        >>> ewc.penalty(torch.nn.Linear(2, 2)) is None  # nothing consolidated yet
-        True
+        >>> ewc.penalty(torch.nn.Linear(2, 2)).item()  # nothing consolidated yet
+        0.0
     """
 
     def __init__(

@@ -22,8 +22,8 @@ class L2(QuadraticPenalty):
         name: label of the penalty in results.
 
     Example:
-        >>> L2(lam=0.01).penalty(torch.nn.Linear(2, 2)) is None
-        True
+        >>> L2(lam=0.01).penalty(torch.nn.Linear(2, 2)).item()
+        0.0
     """
 
     def __init__(self, lam: float = 1.0, *, name: str = "l2") -> None:

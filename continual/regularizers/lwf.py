@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..errors import ContinualError
 from ..models import forward
 from ..streams import Experience
-from .base import RegularizerBase
+from .base import RegularizerBase, zero
 
 
 class LwF(RegularizerBase):
@@ -43,8 +43,8 @@ class LwF(RegularizerBase):
         name: label of the penalty in results.
 
     Example:
-        >>> LwF(alpha=1.0, temperature=2.0).penalty(torch.nn.Linear(2, 2)) is None
-        True
+        >>> LwF(alpha=1.0, temperature=2.0).penalty(torch.nn.Linear(2, 2)).item()
+        0.0
     """
 
     def __init__(self, alpha: float = 1.0, *, temperature: float = 2.0, name: str = "lwf") -> None:
@@ -77,8 +77,8 @@ class LwF(RegularizerBase):
         return self._index[device]
 
     def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
-                t: Tensor | None = None, out: Tensor | None = None) -> Tensor | None:
-        """The distillation loss on the batch ``x`` (model inputs), or ``None`` before any consolidation.
+                t: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """The distillation loss on the batch ``x`` (model inputs); 0 before any consolidation.
 
         Args:
             model: the model being trained.
@@ -87,7 +87,7 @@ class LwF(RegularizerBase):
             out: ``model``'s logits on ``x`` when already computed (reused unless masked).
         """
         if self.old_model is None:
-            return None
+            return zero(model)
         if x is None:
             raise ContinualError("LwF needs the batch: call lwf.penalty(model, x=inputs) (and out=logits to save a forward)")
         with torch.no_grad():

@@ -83,8 +83,8 @@ class MAS(QuadraticPenalty):
         name: label of the penalty in results.
 
     Example:
-        >>> MAS(lam=1.0).penalty(torch.nn.Linear(2, 2)) is None
-        True
+        >>> MAS(lam=1.0).penalty(torch.nn.Linear(2, 2)).item()
+        0.0
     """
 
     def __init__(self, lam: float = 1.0, *, decay: float = 1.0, num_samples: int | None = None,

@@ -41,8 +41,8 @@ class SI(QuadraticPenalty):
 
     Example:
         >>> si = SI(c=1.0, xi=1e-3)
-        >>> si.penalty(torch.nn.Linear(2, 2)) is None
-        True
+        >>> si.penalty(torch.nn.Linear(2, 2)).item()
+        0.0
     """
 
     def __init__(self, c: float = 1.0, *, xi: float = 1e-3, name: str = "si") -> None:
