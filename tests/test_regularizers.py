@@ -473,3 +473,16 @@ def test_strategies_are_registered_and_run_with_overrides(name):
 def test_ewc_strategy_rejects_a_bad_estimator():
     with pytest.raises(ContinualError, match="'nope'.*empirical"):
         run(RunConfig(strategy="ewc", epochs=1, device="cpu", params={"estimator": "nope"}))
+
+
+def test_strategy_defaults_match_the_classes_defaults():
+    import inspect
+
+    from continual.regularizers import DEFAULTS
+
+    classes = {"ewc": EWC, "online-ewc": EWC, "si": SI, "mas": MAS, "l2": L2, "lwf": LwF}
+    for name, params in DEFAULTS.items():
+        signature = inspect.signature(classes[name]).parameters
+        for key, value in params.items():
+            if key in signature:
+                assert signature[key].default == value or (key == "num_samples" and signature[key].default is None), (name, key)

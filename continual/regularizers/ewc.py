@@ -46,7 +46,9 @@ class EWC(QuadraticPenalty):
 
     Args:
         lam: lambda, the penalty's strength (scale-sensitive: it depends on the estimator and on
-            the convention).
+            the convention). The default, 1000, suits the empirical Fisher (mean over samples) on
+            split-digits: 1e4 forgets less with Adam but diverges with SGD at lr 0.05 in the
+            class-incremental scenario.
         mode: ``"separate"`` (one quadratic per past experience, stored in constant cost) or
             ``"online"`` (Schwarz et al. 2018).
         gamma: online mode's decay of the old Fisher (1 keeps it whole).
@@ -71,7 +73,7 @@ class EWC(QuadraticPenalty):
 
     def __init__(
         self,
-        lam: float = 100.0,
+        lam: float = 1000.0,
         *,
         mode: Mode = "separate",
         gamma: float = 1.0,

@@ -14,9 +14,12 @@ is taken out of ``p.grad`` (other plugins' penalties, e.g. in a combination, sta
 authors' code, the accumulated importance is clipped at 0 after each experience's contribution is
 added (``Omega <- relu(Omega + omega / (Delta^2 + xi))``).
 
-Defaults: ``c=1`` and ``xi=1e-3``, the authors' split-MNIST settings (their
-``fig_split_mnist`` notebook); their permuted-MNIST runs use ``xi=0.1``. Deviation: the trainer
-keeps its optimizer across experiences (the authors reset Adam at each task).
+Defaults: ``xi=1e-3``, the authors' split-MNIST setting (their ``fig_split_mnist`` notebook; their
+permuted-MNIST runs use ``xi=0.1``), and ``c=0.1``. The authors' split-MNIST runs use ``c=1`` with
+Adam (lr 1e-3); with plain SGD at the benchmarks' lr 0.05, ``c=1`` (and 0.3) makes the loss diverge
+in the class-incremental scenario here, while ``c=0.1`` is stable. With Adam, ``c=1`` is the
+better choice (it is what the behaviour test uses). Deviation: the trainer keeps its optimizer
+across experiences (the authors reset Adam at each task).
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ class SI(QuadraticPenalty):
         name: label of the penalty in results.
 
     Example:
-        >>> si = SI(c=1.0, xi=1e-3)
+        >>> si = SI(c=0.1, xi=1e-3)
         >>> si.penalty(torch.nn.Linear(2, 2)).item()
         0.0
     """
 
-    def __init__(self, c: float = 1.0, *, xi: float = 1e-3, name: str = "si") -> None:
+    def __init__(self, c: float = 0.1, *, xi: float = 1e-3, name: str = "si") -> None:
         if xi <= 0:
             raise ContinualError(f"xi={xi} must be positive (it damps a division)")
         super().__init__(c, decay=1.0)
