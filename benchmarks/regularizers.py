@@ -87,7 +87,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32, help="the batched estimator's mini-batch")
     ap.add_argument("--step-batch-sizes", default="32,128", help="training-step batch sizes to time")
-    ap.add_argument("--steps", type=int, default=50, help="training steps per timing")
+    ap.add_argument("--steps", type=int, default=100, help="training steps per timing")
+    ap.add_argument("--step-repeats", type=int, default=21, help="alternating timings per variant")
     ap.add_argument("--consolidations", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
@@ -170,7 +171,7 @@ def step_benchmark(batch_size, args, x, y, make_ewc, device) -> None:
     for go in runs.values():
         go()  # warm-up
     step_times = {name: [] for name in runs}
-    for _ in range(max(args.repeats, 5) * 2):
+    for _ in range(args.step_repeats):
         for name, go in runs.items():
             step_times[name].append(timed(go, device) / args.steps)
     step_med = {name: statistics.median(v) for name, v in step_times.items()}

@@ -120,11 +120,11 @@ def grad_stats(
     if ok:
         zs = [calls[m][0][1] for m in ok]
         if K == 1:
-            deltas = torch.autograd.grad((s[:, 0]).sum(), zs, allow_unused=True, retain_graph=True)
+            deltas = torch.autograd.grad(s[:, 0].sum(), zs, allow_unused=True)
             deltas = [None if d is None else d.unsqueeze(0) for d in deltas]  # (1, B, out)
         else:
             eye = torch.eye(K, dtype=s.dtype, device=s.device).unsqueeze(1).expand(K, B, K)  # (K, B, K)
-            deltas = torch.autograd.grad(s, zs, grad_outputs=eye, is_grads_batched=True, allow_unused=True, retain_graph=True)
+            deltas = torch.autograd.grad(s, zs, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
         for m, delta in zip(ok, deltas):
             a = calls[m][0][0].detach()  # (B, in)
             if delta is None:

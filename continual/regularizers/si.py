@@ -78,7 +78,11 @@ class SI(QuadraticPenalty):
             return
         for name, p in params.items():
             prev = self.prev.get(name)
-            if prev is None or p.grad is None:
+            if prev is None:  # a parameter added during the experience (a new head): its path starts now
+                self.start[name], self.prev[name], self.path[name] = p.detach().clone(), p.detach().clone(), torch.zeros_like(p)
+                continue
+            if p.grad is None:
+                prev.copy_(p.detach())
                 continue
             g = p.grad
             if name in self.importances:  # take SI's own surrogate gradient out: keep the task loss's
@@ -86,6 +90,14 @@ class SI(QuadraticPenalty):
                 g = g - (2 * self.strength) * omega * (prev - anchor)
             self.path[name].addcmul_(g, p.detach() - prev, value=-1.0)
             prev.copy_(p.detach())
+
+    def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
+                t: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """The surrogate loss (0 before the first consolidation); starts the path integral when
+        called before any step (a plain loop that never called ``before_experience``)."""
+        if not self.prev:
+            self._snapshot(model)
+        return super().penalty(model, x=x, y=y, t=t, out=out)
 
     def _fitted(self, name: str, p: Tensor) -> tuple[Tensor, Tensor]:
         if self.importances[name].shape != p.shape:
