@@ -124,34 +124,37 @@ class RegularizerBase(Plugin):
 
 
 class _WeightedSquares(torch.autograd.Function):
-    """``sum_i omega_i (theta_i - anchor_i)^2`` over lists of tensors, as one autograd node.
+    """``scale * sum_i omega_i (theta_i - anchor_i)^2 + const`` over lists of tensors, as one node.
 
     Forward: ``d = theta - anchor``, ``w = omega * d``, ``value = sum <w, d>`` with foreach ops;
-    backward: ``2 w g``. One node instead of four per parameter, and no temporaries in backward.
+    backward: ``2 scale w g``. One autograd node instead of four per parameter.
     """
 
     @staticmethod
-    def forward(ctx, omegas: list[Tensor], anchors: list[Tensor], *params: Tensor) -> Tensor:
+    def forward(ctx, scale: float, const: float, omegas: list[Tensor], anchors: list[Tensor], *params: Tensor) -> Tensor:
         d = torch._foreach_sub(list(params), anchors)
         w = torch._foreach_mul(d, omegas)
         value = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(w, d)]).sum()
         ctx.save_for_backward(*w)
-        return value
+        ctx.scale = scale
+        return value * scale + const if const else value * scale
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         w = ctx.saved_tensors
-        return (None, None, *torch._foreach_mul(list(w), 2 * grad))
+        return (None, None, None, None, *torch._foreach_mul(list(w), (2 * ctx.scale) * grad))
 
 
-def weighted_squares(omegas: list[Tensor], anchors: list[Tensor], params: list[Tensor]) -> Tensor:
-    """``sum_i omega_i (theta_i - anchor_i)^2`` summed over the lists, differentiable in ``params``.
+def weighted_squares(omegas: list[Tensor], anchors: list[Tensor], params: list[Tensor], *,
+                     scale: float = 1.0, const: float = 0.0) -> Tensor:
+    """``scale * sum_i omega_i (theta_i - anchor_i)^2 + const`` summed over the lists,
+    differentiable in ``params``.
 
     >>> p = torch.tensor([1.0, 2.0], requires_grad=True)
     >>> weighted_squares([torch.tensor([1.0, 0.5])], [torch.zeros(2)], [p]).item()
     3.0
     """
-    return _WeightedSquares.apply(omegas, anchors, *params)
+    return _WeightedSquares.apply(float(scale), float(const), omegas, anchors, *params)
 
 
 class QuadraticPenalty(RegularizerBase):
@@ -229,10 +232,9 @@ class QuadraticPenalty(RegularizerBase):
         if not terms:
             return zero(model)
         params, omegas, anchors = zip(*terms)
-        total = (self.strength * self.scale) * weighted_squares(list(omegas), list(anchors), list(params))
-        if self.consts:
-            total = total + (self.strength * self.scale) * sum(self.consts.values())
-        return total
+        k = self.strength * self.scale
+        const = k * sum(self.consts.values()) if self.consts else 0.0
+        return weighted_squares(list(omegas), list(anchors), list(params), scale=k, const=const)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Tensor]:
