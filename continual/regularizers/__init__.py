@@ -25,11 +25,11 @@ from .si import SI
 # Strategy defaults, one place (the classes' own defaults are the same; a test checks it).
 # lam for EWC is for the paper's lambda/2 convention and the empirical Fisher (mean over samples);
 # num_samples=0 means every training sample. Strengths are capped so that plain SGD at the
-# benchmarks' lr 0.05 stays stable in every scenario (the demo): the papers' SI c=1 (with Adam) and
-# MAS lambda=1 diverge there; each module says more.
+# benchmarks' lr 0.05 stays stable in every scenario (the demo), also for ewc+si: the papers' SI
+# c=1 (with Adam) and MAS lambda=1 diverge there; each module says more.
 DEFAULTS: dict[str, dict[str, object]] = {
-    "ewc": {"lam": 1000.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
-    "online-ewc": {"lam": 1000.0, "gamma": 1.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
+    "ewc": {"lam": 500.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
+    "online-ewc": {"lam": 500.0, "gamma": 1.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
     "si": {"c": 0.1, "xi": 1e-3},
     "mas": {"lam": 0.1},
     "l2": {"lam": 1.0},

@@ -213,6 +213,9 @@ class QuadraticPenalty(RegularizerBase):
             p = params.get(name)
             if p is None:
                 continue
+            if omega.device != p.device:  # loaded from a state on another device: move once
+                self.importances[name] = omega = omega.to(p.device)
+                self.anchors[name] = self.anchors[name].to(p.device)
             if omega.shape != p.shape:  # a head grew: pad the stored tensors once
                 self._grow(name, p)
                 omega = self.importances[name]
