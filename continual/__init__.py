@@ -31,15 +31,19 @@ from .strategies import STRATEGIES, Strategy, get_strategy, register
 from .streams import Experience, Stream, concat, permuted, rotated, split
 from .trainer import Plugin, Trainer
 from .transfer import freeze, load_backbone, pretrain  # also registers the transfer strategies
+from . import regularizers  # after strategies: registers ewc, online-ewc, si, mas, l2, lwf
+from .regularizers import EWC, L2, MAS, SI, LwF, combine
 
 __all__ = [
     "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ClassBalancedBuffer", "ContinualError", "ConvNet", "DERpp", "Dataset", "ER",
-    "Experience", "ExperienceBalancedBuffer", "HeadExpansion", "IncrementalClassifier", "MLP", "MultiHeadClassifier", "ResNet18",
+    "EWC", "Experience", "ExperienceBalancedBuffer", "HeadExpansion", "IncrementalClassifier", "L2", "LwF", "MAS", "MLP",
+    "MultiHeadClassifier", "ResNet18", "SI",
     "Plugin", "ReservoirBuffer", "Result", "RunConfig", "STRATEGIES", "Strategy", "Stream", "Trainer", "Transform",
     "accuracy_curve", "average_accuracy", "average_forgetting", "average_incremental_accuracy",
-    "backward_transfer", "build_model", "concat", "digits", "final_average_accuracy", "find_results",
+    "backward_transfer", "build_model", "combine", "concat", "digits", "final_average_accuracy", "find_results",
     "forgetting", "forward_transfer", "freeze", "get_benchmark", "get_strategy", "herding", "intransigence", "learning_accuracy",
-    "load_backbone", "load_result", "make_buffer", "make_stream", "mean_ci", "permuted", "pretrain", "register", "rotated", "run", "save_result", "split",
+    "load_backbone", "load_result", "make_buffer", "make_stream", "mean_ci", "permuted", "pretrain", "register", "regularizers",
+    "rotated", "run", "save_result", "split",
     "synthetic",
     "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
 ]

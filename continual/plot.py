@@ -24,9 +24,9 @@ from .results import Result, group_results  # noqa: E402
 BANDS = ("ci", "std", "none")
 
 
-def _axes(ax):
+def _axes(ax, size=(6, 4)):
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        fig, ax = plt.subplots(figsize=size, layout="constrained")
         return fig, ax
     return ax.figure, ax
 
@@ -63,22 +63,29 @@ def plot_accuracy_curves(results: Sequence[Result], *, ax=None, band: str = "ci"
     """
     if not results:
         raise ContinualError("no results to plot")
-    fig, ax = _axes(ax)
-    for (bench, scenario, label), group in group_results(results).items():
+    groups = group_results(results)
+    fig, ax = _axes(ax, size=(9, 4.5))
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    markers = "osD^v<>ph*"
+    seeds = sorted({len(g) for g in groups.values()})
+    for k, ((bench, scenario, label), group) in enumerate(groups.items()):
         curves = np.stack([accuracy_curve(r.acc_matrix) for r in group])  # (seeds, T)
         mean, half = _mean_band(curves, band)
         x = np.arange(1, len(mean) + 1)
-        (line,) = ax.plot(x, 100 * mean, marker="o", label=f"{label} ({_band_label(len(group), band)})")
+        color = colors[k % len(colors)]
+        name = label if len(seeds) == 1 else f"{label} (n={len(group)})"
+        ax.plot(x, 100 * mean, marker=markers[k % len(markers)], color=color, label=name)
         if half.any():
-            ax.fill_between(x, 100 * (mean - half), 100 * (mean + half), color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(x, 100 * (mean - half), 100 * (mean + half), color=color, alpha=0.15, linewidth=0)
     first = results[0]
-    ax.set_title(title or f"{first.benchmark} ({first.scenario}-incremental)")
+    n = seeds[0] if len(seeds) == 1 else max(seeds)
+    ax.set_title(title or f"{first.benchmark} ({first.scenario}-incremental), {_band_label(n, band)}")
     ax.set_xlabel("experiences trained")
     ax.set_ylabel("average accuracy on experiences seen (%)")
     ax.set_xticks(np.arange(1, len(first.acc_matrix) + 1))
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from .errors import ContinualError
 from .models import forward
-from .strategies import Strategy, register
+from .strategies import Strategy, compose, register
 from .streams import Experience
 from .trainer import Plugin
 
@@ -699,3 +699,8 @@ __all__ = [
     "BUFFERS", "Buffer", "ClassBalancedBuffer", "DERpp", "ER", "ExperienceBalancedBuffer", "IGNORE_LABEL",
     "ReservoirBuffer", "SELECTIONS", "Samples", "balanced_quotas", "embed", "herding", "make_buffer",
 ]
+
+# Replay combined with a regularizer (EWC's and replay's plugins together; each keeps its settings).
+from . import regularizers as _regularizers  # noqa: E402,F401  (registers ewc before it is composed)
+
+register(compose("ewc", "replay", summary="EWC (Kirkpatrick et al. 2017) + experience replay (Chaudhry et al. 2019)"))

@@ -11,7 +11,7 @@ def test_plots_draw_into_a_given_axes(tmp_path):
     fig, axes = plt.subplots(1, 3)
     assert plot_accuracy_curves(results, ax=axes[0]) is fig
     assert len(axes[0].get_lines()) == 2
-    assert "95% CI, n=3" in axes[0].get_legend().get_texts()[0].get_text()
+    assert "95% CI, n=3" in axes[0].get_title() and axes[0].get_legend().get_texts()[0].get_text() == "a (n=3)"
     assert plot_per_experience(results[:3], ax=axes[1]) is fig
     assert plot_accuracy_matrix(results[0].acc_matrix, ax=axes[2]) is fig
     plt.close(fig)

@@ -1,0 +1,488 @@
+"""Regularizers: estimators against per-sample loops, penalties against their definitions,
+combine, state round-trips, head growth, errors, strategies."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from continual import ContinualError, ConvNet, MLP, RunConfig, Trainer, run, split, synthetic
+from continual.regularizers import EWC, L2, MAS, SI, LwF, combine, fisher_diagonal, mas_importance
+from continual.regularizers.base import trainable
+
+
+
+# ----------------------------------------------------------------- helpers
+def val(t):
+    return t.detach().item()
+
+
+def tiny_mlp(seed=0, num_classes=5):
+    torch.manual_seed(seed)
+    return MLP(12, (7, 6), num_classes)
+
+
+def tiny_convnet(seed=0, num_classes=5):
+    torch.manual_seed(seed)
+    model = ConvNet(1, num_classes, channels=(3, 4))
+    with torch.no_grad():  # non-trivial running statistics for eval-mode BatchNorm
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def data(model, n=11, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 12) if isinstance(model, MLP) else (n, 1, 8, 8)
+    return torch.randn(shape, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def task_mask(t_of_class):
+    """mask(out, t) keeping, for each sample, the classes of its task id (task scenario)."""
+    table = torch.stack([t_of_class == k for k in range(int(t_of_class.max()) + 1)])  # (tasks, C)
+    return lambda out, t: out.masked_fill(~table[t], float("-inf"))
+
+
+def loop_reference(model, x, y, kind, t=None, mask=None):
+    """Straightforward per-sample loop: mean over samples of sum_k w_k * power(grad s_k)."""
+    model.eval()
+    params = trainable(model)
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(len(x)):
+        def logits():
+            out = model(x[i : i + 1])
+            return mask(out, t[i : i + 1]) if mask is not None else out
+        with torch.no_grad():
+            p = torch.softmax(logits(), 1)[0]
+        if kind == "empirical":
+            terms = [(int(y[i]), 1.0)]
+        elif kind == "exact":
+            terms = [(c, val(p[c])) for c in range(len(p)) if p[c] > 0]
+        else:
+            terms = [(None, 1.0)]
+        for c, w in terms:
+            out = logits()
+            if kind == "mas":
+                s = out.masked_fill(~out.isfinite(), 0).square().sum()
+            else:
+                s = F.log_softmax(out, 1)[0, c]
+            grads = torch.autograd.grad(s, list(params.values()), allow_unused=True)
+            for (n, _), g in zip(params.items(), grads):
+                if g is not None:
+                    total[n] += w * (g.abs() if kind == "mas" else g.square())
+    return {n: v / len(x) for n, v in total.items()}
+
+
+def assert_close_dicts(a, b, rtol=1e-4):
+    assert a.keys() == b.keys()
+    for n in a:
+        scale = b[n].abs().max().clamp_min(1e-12)
+        assert (a[n] - b[n]).abs().max() <= rtol * scale + 1e-10, n
+
+
+class Exp:
+    """A minimal stand-in for an Experience (float inputs, identity transform)."""
+
+    def __init__(self, x, y, t=None, scenario="class", mask=None, classes=None):
+        self.x_train, self.y_train = x, y
+        self.t_train = torch.zeros(len(y), dtype=torch.long) if t is None else t
+        self.scenario = scenario
+        self.classes = tuple(sorted(set(y.tolist()))) if classes is None else classes
+        self._mask = mask
+        self.index = 0
+
+    def transform(self, x, **kw):
+        return x
+
+    def mask_logits(self, out, t=None):
+        return self._mask(out, t) if self._mask is not None else out
+
+
+def nudge(model, seed=7, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+# ------------------------------------------------------- Fisher estimators
+@pytest.mark.parametrize("make", [tiny_mlp, tiny_convnet], ids=["mlp", "convnet"])
+@pytest.mark.parametrize("estimator", ["empirical", "exact"])
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "task-masked"])
+def test_per_sample_fisher_equals_loop(make, estimator, masked):
+    model = make()
+    x, y = data(model)
+    t = mask = None
+    if masked:  # two tasks: classes {0, 1} and {2, 3, 4}; labels inside each sample's task
+        t_of_class = torch.tensor([0, 0, 1, 1, 1])
+        t = t_of_class[y]
+        mask = task_mask(t_of_class)
+    got = fisher_diagonal(model, x, y, t=t, mask=mask, estimator=estimator, chunk_size=4)
+    assert_close_dicts(got, loop_reference(model, x, y, estimator, t=t, mask=mask))
+
+
+@pytest.mark.parametrize("make", [tiny_mlp, tiny_convnet], ids=["mlp", "convnet"])
+def test_sampled_fisher_is_empirical_at_the_seeded_draws(make):
+    model = make()
+    x, y = data(model)
+    got = fisher_diagonal(model, x, y, estimator="sampled", chunk_size=len(x), seed=3)
+    with torch.no_grad():
+        p = torch.softmax(model.eval()(x), 1)
+    drawn = torch.multinomial(p, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
+    assert_close_dicts(got, loop_reference(model, x, drawn, "empirical"))
+    again = fisher_diagonal(model, x, y, estimator="sampled", chunk_size=len(x), seed=3)
+    assert all(torch.equal(got[n], again[n]) for n in got)  # seeded: reproducible
+
+
+@pytest.mark.parametrize("make", [tiny_mlp, tiny_convnet], ids=["mlp", "convnet"])
+def test_batched_fisher_is_mean_of_squared_batch_gradients(make):
+    model = make()
+    x, y = data(model, n=12)
+    got = fisher_diagonal(model, x, y, estimator="batched", batch_size=4)
+    model.eval()
+    ref = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for s in range(0, 12, 4):
+        grads = torch.autograd.grad(F.cross_entropy(model(x[s : s + 4]), y[s : s + 4]), list(model.parameters()))
+        for (n, _), g in zip(model.named_parameters(), grads):
+            ref[n] += g.square() / 3
+    assert_close_dicts(got, ref)
+
+
+@pytest.mark.parametrize("make", [tiny_mlp, tiny_convnet], ids=["mlp", "convnet"])
+def test_mas_importance_equals_loop(make):
+    model = make()
+    x, y = data(model)
+    assert_close_dicts(mas_importance(model, x, chunk_size=4), loop_reference(model, x, y, "mas"))
+
+
+def test_fisher_restores_training_mode_and_works_under_no_grad():
+    model = tiny_convnet().train()
+    x, y = data(model)
+    with torch.no_grad():
+        got = fisher_diagonal(model, x, y)
+    assert model.training
+    assert_close_dicts(got, loop_reference(model, x, y, "empirical"))
+
+
+# ----------------------------------------------------------------- EWC
+def consolidated(reg, model, seed=1):
+    x, y = data(model, n=16, seed=seed)
+    reg.consolidate(model, Exp(x, y))
+    return reg
+
+
+def test_ewc_penalty_zero_at_anchor_and_strictly_positive_after_moving():
+    for mode in ("separate", "online"):
+        for estimator in ("empirical", "exact", "sampled", "batched"):
+            model = tiny_mlp()
+            ewc = consolidated(EWC(lam=1.0, mode=mode, estimator=estimator), model)
+            assert val(ewc.penalty(model)) == pytest.approx(0.0, abs=1e-7)  # (A, b, c) residual: rounding only
+            nudge(model, scale=1e-3)
+            value = ewc.penalty(model)
+            assert val(value) > 0, (mode, estimator)
+            value.backward()
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_separate_mode_in_constant_cost_equals_naive_sum():
+    model = tiny_mlp()
+    ewc = EWC(lam=3.0, mode="separate", keep_importances=True)
+    for k in range(4):
+        consolidated(ewc, model, seed=k)
+        nudge(model, seed=10 + k, scale=0.1)
+    naive = sum((h["fisher"][n] * (p - h["anchor"][n]).square()).sum()
+                for h in ewc.history for n, p in model.named_parameters())
+    assert len(ewc.history) == 4
+    assert val(ewc.penalty(model)) == pytest.approx(1.5 * val(naive), rel=1e-5)
+    # stored state is (A, b, c) per parameter: it does not grow with the number of experiences
+    lean = EWC(lam=3.0)
+    m2 = tiny_mlp()
+    sizes = []
+    for k in range(3):
+        consolidated(lean, m2, seed=k)
+        sizes.append(sum(v.numel() for v in lean.state_dict().values()))
+    assert sizes[0] == sizes[1] == sizes[2]
+
+
+def test_online_mode_follows_its_recurrence():
+    model = tiny_mlp()
+    gamma = 0.7
+    ewc = EWC(lam=2.0, mode="online", gamma=gamma)
+    running, anchor = None, None
+    for k in range(3):
+        x, y = data(model, n=16, seed=k)
+        fresh = fisher_diagonal(model, x, y, seed=ewc.seed + k)
+        ewc.consolidate(model, Exp(x, y))
+        running = fresh if running is None else {n: gamma * running[n] + fresh[n] for n in fresh}
+        anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+        nudge(model, seed=20 + k, scale=0.1)
+    assert_close_dicts(ewc.importances, running, rtol=1e-6)
+    expected = sum((running[n] * (p - anchor[n]).square()).sum() for n, p in model.named_parameters())
+    assert val(ewc.penalty(model)) == pytest.approx(val(expected), rel=1e-5)  # lam/2 * sum, lam=2
+
+
+def test_conventions_differ_by_the_half():
+    model = tiny_mlp()
+    paper = consolidated(EWC(lam=5.0), model)
+    avalanche = consolidated(EWC(lam=5.0, convention="avalanche"), model)
+    nudge(model)
+    assert val(avalanche.penalty(model)) == pytest.approx(2 * val(paper.penalty(model)), rel=1e-6)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: EWC(mode="sparse"), "'sparse'.*separate, online"),
+    (lambda: EWC(estimator="diagonal"), "'diagonal'.*empirical, exact, sampled, batched"),
+    (lambda: EWC(convention="torch"), "'torch'.*paper, avalanche"),
+    (lambda: EWC(mode="separate", gamma=0.5), "gamma"),
+    (lambda: SI(xi=0.0), "xi"),
+    (lambda: LwF(temperature=0), "temperature"),
+    (lambda: combine(), "at least one"),
+])
+def test_bad_settings_name_the_value_and_the_accepted_ones(make, match):
+    with pytest.raises(ContinualError, match=match):
+        make()
+
+
+def test_fisher_rejects_an_unknown_estimator():
+    model = tiny_mlp()
+    x, y = data(model)
+    with pytest.raises(ContinualError, match="'fancy'.*empirical"):
+        fisher_diagonal(model, x, y, estimator="fancy")
+
+
+# ------------------------------------------------------------ SI, MAS, L2, LwF
+def test_si_path_integral_on_plain_sgd():
+    model = nn.Linear(3, 1)
+    si = SI(c=0.5, xi=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    si.before_experience(model, None)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for _ in range(5):
+        opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        opt.step()
+        for n in expected:  # plain SGD: delta = -lr * g, so -g * delta = lr * g^2
+            expected[n] += 0.1 * grads[n].square()
+        si.after_step(model)
+    si.consolidate(model, None)
+    for n, p in model.named_parameters():
+        omega = expected[n] / ((p.detach() - start[n]).square() + 0.1)
+        assert torch.allclose(si.importances[n], omega, rtol=1e-5)
+    nudge(model)
+    manual = sum((si.importances[n] * (p - si.anchors[n]).square()).sum() for n, p in model.named_parameters())
+    assert val(si.penalty(model)) == pytest.approx(0.5 * val(manual), rel=1e-6)
+
+
+def test_l2_is_uniform_distance_to_the_latest_anchor():
+    model = tiny_mlp()
+    l2 = consolidated(L2(lam=0.3), model)
+    nudge(model)
+    l2.consolidate(model, None)
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    nudge(model, seed=8)
+    expected = sum((p - anchor[n]).square().sum() for n, p in model.named_parameters())
+    assert val(l2.penalty(model)) == pytest.approx(0.3 * val(expected), rel=1e-6)
+
+
+def test_mas_accumulates_importance():
+    model = tiny_mlp()
+    mas = MAS(lam=1.0)
+    x, y = data(model)
+    mas.consolidate(model, Exp(x, y))
+    first = {n: v.clone() for n, v in mas.importances.items()}
+    mas.consolidate(model, Exp(x, y))
+    assert all(torch.allclose(mas.importances[n], 2 * first[n]) for n in first)
+
+
+def test_lwf_distils_old_classes_only():
+    model = tiny_mlp()
+    x, y = data(model)
+    lwf = LwF(alpha=2.0, temperature=2.0)
+    assert val(lwf.penalty(model, x=x)) == 0
+    lwf.consolidate(model, Exp(x, y, classes=(0, 1)))
+    assert val(lwf.penalty(model, x=x, out=model(x))) == pytest.approx(0.0, abs=1e-7)
+    old = model(x).detach()
+    with torch.no_grad():
+        model.head.weight[2:].add_(1.0)  # change only classes the old model never learnt
+    assert val(lwf.penalty(model, x=x)) == pytest.approx(0.0, abs=1e-6)
+    nudge(model)
+    new = model(x)
+    expected = 2.0 * F.kl_div(F.log_softmax(new[:, :2] / 2, 1), F.softmax(old[:, :2] / 2, 1), reduction="batchmean")
+    assert val(lwf.penalty(model, x=x)) == pytest.approx(val(expected), rel=1e-5)
+
+
+def test_lwf_in_the_task_scenario_reads_unmasked_logits_per_old_task():
+    model = tiny_mlp()
+    x, y = data(model)
+    lwf = LwF()
+    lwf.consolidate(model, Exp(x, y, scenario="task", classes=(0, 1)))
+    lwf.consolidate(model, Exp(x, y, scenario="task", classes=(2, 3)))
+    old = model(x).detach()
+    nudge(model)
+    masked = model(x).masked_fill(torch.tensor([False] * 4 + [True]).expand(len(x), 5).logical_not(), float("-inf"))
+    got = lwf.penalty(model, x=x, out=masked)  # the trainer's logits are masked to the current task
+    new = model(x)
+    expected = sum(F.kl_div(F.log_softmax(new[:, g] / 2, 1), F.softmax(old[:, g] / 2, 1), reduction="batchmean")
+                   for g in ([0, 1], [2, 3]))
+    assert val(got) == pytest.approx(val(expected), rel=1e-5)
+
+
+# -------------------------------------------------------------- combine
+def test_combine_is_the_sum_of_its_parts_and_reports_each_term():
+    model = tiny_mlp()
+    ewc, l2 = consolidated(EWC(lam=10.0), model), consolidated(L2(lam=0.1), model)
+    both = combine(ewc=ewc, l2=l2)
+    nudge(model)
+    assert val(both.penalty(model)) == pytest.approx(val(ewc.penalty(model)) + val(l2.penalty(model)), rel=1e-6)
+
+    stream = split(synthetic(num_features=8), 3)
+    reg = combine(ewc=EWC(lam=10.0), l2=L2(lam=0.1))
+    trainer = Trainer(MLP(8, (16,), 10), lr=0.05, epochs=1, device="cpu", plugins=[reg])
+    trainer.run(stream)
+    report = reg.report()
+    assert set(report["terms"]) == {"ewc", "l2"} and all(len(v) == 3 for v in report["terms"].values())
+    assert report["terms"]["ewc"][0] == 0 and report["terms"]["ewc"][2] > 0 and report["terms"]["l2"][2] > 0
+    per_experience = [a + b for a, b in zip(report["terms"]["ewc"], report["terms"]["l2"])]
+    assert per_experience == pytest.approx(trainer.penalties["combined"], rel=1e-4)
+
+
+# --------------------------------------------------------- state dicts
+def make_all(model):
+    x, y = data(model, n=16)
+    regs = {
+        "ewc": EWC(lam=2.0, keep_importances=True), "online": EWC(lam=2.0, mode="online", gamma=0.9),
+        "si": SI(c=0.5), "mas": MAS(lam=1.0), "l2": L2(lam=0.5), "lwf": LwF(),
+        "combined": combine(ewc=EWC(lam=1.0), si=SI()),
+    }
+    for reg in regs.values():
+        for k in range(2):
+            reg.before_experience(model, None)
+            nudge(model, seed=30 + k, scale=0.01)
+            model.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            reg.after_step(model)
+            reg.consolidate(model, Exp(x, y))
+    return regs, x
+
+
+def test_state_dicts_round_trip_exactly_through_weights_only_load(tmp_path):
+    model = tiny_mlp()
+    regs, x = make_all(model)
+    nudge(model, seed=40)
+    fresh = {"ewc": EWC(lam=2.0, keep_importances=True), "online": EWC(lam=2.0, mode="online", gamma=0.9),
+             "si": SI(c=0.5), "mas": MAS(lam=1.0), "l2": L2(lam=0.5), "lwf": LwF(),
+             "combined": combine(ewc=EWC(lam=1.0), si=SI())}
+    for name, reg in regs.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(reg.state_dict(), path)
+        state = torch.load(path, weights_only=True)
+        if name == "lwf":
+            fresh[name].load_state_dict(state, model=model)
+        else:
+            fresh[name].load_state_dict(state)
+        assert fresh[name].state_dict().keys() == reg.state_dict().keys()
+        for k, v in reg.state_dict().items():
+            assert torch.equal(fresh[name].state_dict()[k], v), (name, k)
+        assert torch.equal(fresh[name].penalty(model, x=x), reg.penalty(model, x=x)), name
+
+
+# ------------------------------------------------------------ head growth
+class GrowingNet(nn.Module):
+    """A backbone and a head that grows, either as a bigger parameter or as a new parameter."""
+
+    def __init__(self, num_classes=2, style="bigger"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(12, 8), nn.ReLU())
+        self.head = nn.Linear(8, num_classes)
+        self.extra = nn.ModuleList()
+        self.style = style
+
+    def grow(self, k):
+        with torch.no_grad():
+            if self.style == "bigger":
+                new = nn.Linear(8, self.head.out_features + k)
+                new.weight[: self.head.out_features] = self.head.weight
+                new.bias[: self.head.out_features] = self.head.bias
+                self.head = new
+            else:
+                self.extra.append(nn.Linear(8, k))
+
+    def forward(self, x):
+        h = self.body(x)
+        return torch.cat([self.head(h)] + [m(h) for m in self.extra], 1)
+
+
+@pytest.mark.parametrize("style", ["bigger", "new-parameter"])
+@pytest.mark.parametrize("kind", ["ewc", "online", "si", "mas", "l2", "lwf"])
+def test_parameters_added_by_head_growth_are_not_penalised(style, kind):
+    model = GrowingNet(style=style)
+    x = torch.randn(10, 12)
+    y = torch.randint(0, 2, (10,))
+    reg = {"ewc": EWC(lam=5.0), "online": EWC(lam=5.0, mode="online"), "si": SI(), "mas": MAS(),
+           "l2": L2(), "lwf": LwF()}[kind]
+    reg.before_experience(model, None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        reg.after_step(model)
+    reg.consolidate(model, Exp(x, y, classes=(0, 1)))
+    reference = copy.deepcopy(model)
+    model.grow(3)
+    nudge(model, scale=0.05)
+    with torch.no_grad():  # the reference holds the old parameters at the same (nudged) values
+        for n, p in reference.named_parameters():
+            q = dict(model.named_parameters())[n]
+            p.copy_(q[: p.shape[0]])
+    expected = val(reg.penalty(reference, x=x))  # the old parameters only, at the same values
+    model.zero_grad()
+    value = reg.penalty(model, x=x)
+    assert val(value) > 0
+    assert val(value) == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    if style == "bigger":
+        assert torch.all(model.head.weight.grad[2:] == 0) and torch.all(model.head.bias.grad[2:] == 0)
+    else:
+        assert all(p.grad is None or torch.all(p.grad == 0) for p in model.extra.parameters())
+    reg.before_experience(model, None)  # the next experience trains and consolidates the grown model
+    reg.after_step(model)
+    reg.consolidate(model, Exp(x, torch.randint(0, 5, (10,)), classes=(2, 3, 4)))
+    assert reg.penalty(model, x=x) is not None
+
+
+# ---------------------------------------------------------- strategies
+@pytest.mark.parametrize("name", ["ewc", "online-ewc", "si", "mas", "l2", "lwf"])
+def test_strategies_are_registered_and_run_with_overrides(name):
+    key = {"si": "c", "lwf": "alpha"}.get(name, "lam")
+    cfg = RunConfig(strategy=name, scenario="task", epochs=1, device="cpu").override({key: "0.5"})
+    result = run(cfg)
+    assert result.config["params"][key] == 0.5
+    assert len(result.acc_matrix) == 5 and name in result.penalties
+    assert result.penalties[name][0] == 0 and result.penalties[name][-1] > 0
+
+
+def test_ewc_strategy_rejects_a_bad_estimator():
+    with pytest.raises(ContinualError, match="'nope'.*empirical"):
+        run(RunConfig(strategy="ewc", epochs=1, device="cpu", params={"estimator": "nope"}))
+
+
+def test_strategy_defaults_match_the_classes_defaults():
+    import inspect
+
+    from continual.regularizers import DEFAULTS
+
+    classes = {"ewc": EWC, "online-ewc": EWC, "si": SI, "mas": MAS, "l2": L2, "lwf": LwF}
+    for name, params in DEFAULTS.items():
+        signature = inspect.signature(classes[name]).parameters
+        for key, value in params.items():
+            if key in signature:
+                assert signature[key].default == value or (key == "num_samples" and signature[key].default is None), (name, key)
