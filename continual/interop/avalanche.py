@@ -35,6 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -386,7 +387,7 @@ def accuracy_matrix_to_avalanche(
         raise ContinualError(f"task_ids has {len(task_ids)} entries for {T} experiences; give one per experience")
     out = []
     for i in range(T):
-        if torch.isnan(torch.as_tensor(acc.values[i])).any():
+        if np.isnan(acc.values[i]).any():
             break
         out.append({f"Top1_Acc_Exp/eval_phase/{stream}/Task{task_ids[j]:03d}/Exp{j:03d}": float(acc.values[i, j]) for j in range(T)})
     return out
