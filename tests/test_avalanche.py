@@ -93,6 +93,22 @@ def test_from_avalanche_reproduces_samples_labels_and_class_order(av, remap):
         assert e.num_train == 80 and e.num_test == 20
 
 
+def test_from_avalanche_new_instances_is_domain_with_a_shared_test_set(av):
+    from avalanche.benchmarks import ni_benchmark
+
+    from continual.interop import from_avalanche
+
+    (x, y), (xt, yt) = tensors(120, 0), tensors(30, 1)
+    bench = ni_benchmark(TensorSet(x, y), TensorSet(xt, yt), n_experiences=3, shuffle=False, seed=0)
+    stream = from_avalanche(bench)
+    assert stream.scenario == "domain" and len(stream) == 3
+    assert sum(e.num_train for e in stream) == 120
+    assert all(e.x_test is stream[0].x_test and e.num_test == 30 for e in stream)
+    assert from_avalanche(bench, scenario="class").scenario == "class"
+    with pytest.raises(ContinualError, match="unknown scenario"):
+        from_avalanche(bench, scenario="tasks")
+
+
 def _fisher_setup(av):
     from continual.interop import from_avalanche
 

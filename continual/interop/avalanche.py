@@ -164,7 +164,9 @@ def from_avalanche(
 
     Args:
         benchmark: e.g. ``SplitMNIST(5)``, ``SplitFMNIST(5)``, ``PermutedMNIST(10)`` or one made
-            with ``nc_benchmark``; train and test streams of the same length.
+            with ``nc_benchmark``; train and test streams of the same length, or a single test
+            experience (``ni_benchmark``), whose tensors every experience then shares (all
+            columns of the accuracy matrix are then the same test set).
         device: where the tensors live.
         scenario: default: ``"task"`` if the task labels differ across experiences, else
             ``"domain"`` if every experience (of two or more) has the same classes
@@ -181,14 +183,20 @@ def from_avalanche(
     """
     _require()
     train, test = list(benchmark.train_stream), list(benchmark.test_stream)
-    if len(train) != len(test):
-        raise ContinualError(f"the benchmark has {len(train)} training and {len(test)} test experiences; expected as many of each")
+    shared = len(test) == 1 and len(train) > 1  # new-instances benchmarks: one test experience for all
+    if len(train) != len(test) and not shared:
+        raise ContinualError(f"the benchmark has {len(train)} training and {len(test)} test experiences; "
+                             "expected as many of each, or a single test experience")
     if scenario is not None and scenario not in SCENARIOS:
         raise ContinualError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
     experiences = [
-        experience_from_avalanche(tr, te, index=i, device=device, transform=transform, batch_size=batch_size)
-        for i, (tr, te) in enumerate(zip(train, test))
+        experience_from_avalanche(tr, None if shared else te, index=i, device=device, transform=transform, batch_size=batch_size)
+        for i, (tr, te) in enumerate(zip(train, test * len(train) if shared else test))
     ]
+    if shared:
+        x_te, y_te, t_te = _materialise(test[0].dataset, batch_size=batch_size, device=torch.device(device))
+        t_te = t_te if t_te is not None else torch.full_like(y_te, _task_labels(test[0])[0])
+        experiences = [replace(e, x_test=x_te, y_test=y_te, t_test=t_te) for e in experiences]  # the same tensors, not copies
     if scenario is None:
         if len({e.task_id for e in experiences}) > 1:
             scenario = "task"
