@@ -135,30 +135,36 @@ def get_strategy(name: str) -> Strategy:
 def compose(*names: str, summary: str | None = None) -> Strategy:
     """One strategy running the plugins of several sequential strategies together (e.g. EWC + replay).
 
-    The hyperparameters are the union of the parts' (a name two parts share must have the same
-    default, and the value then goes to both).
+    The hyperparameters are the union of the parts'. A name that several parts define is
+    given per part as ``PART.NAME`` (``ewc+mas`` has ``ewc.lam`` and ``mas.lam``).
 
     Raises:
-        ContinualError: for an unknown part, a part that is not sequential, or clashing defaults.
+        ContinualError: for an unknown or repeated part, or a part that is not sequential.
     """
     parts = [get_strategy(n) for n in names]
+    if len({p.name for p in parts}) != len(parts):
+        raise ContinualError(f"cannot combine {'+'.join(names)}: a strategy appears twice")
     for part in parts:
         if part.schedule != "sequential":
             raise ContinualError(f"cannot combine {part.name!r} (schedule {part.schedule!r}); only sequential strategies combine")
-    defaults: dict[str, object] = {}
+    owners: dict[str, int] = {}
     for part in parts:
-        for key, value in part.defaults.items():
-            if key in defaults and defaults[key] != value:
-                raise ContinualError(f"cannot combine {'+'.join(names)}: both define {key!r} with different defaults")
-            defaults[key] = value
+        for key in part.defaults:
+            owners[key] = owners.get(key, 0) + 1
+    # per part: its own name of a hyperparameter -> the combined strategy's name for it
+    names_of = [{k: (f"{part.name}.{k}" if owners[k] > 1 else k) for k in part.defaults} for part in parts]
+    defaults = {names_of[i][k]: v for i, part in enumerate(parts) for k, v in part.defaults.items()}
+
+    def own(i: int, params: dict) -> dict:
+        return {k: params[combined] for k, combined in names_of[i].items()}
 
     def make_plugins(params: dict, context: Context) -> list:
-        return [plugin for part in parts for plugin in part.make_plugins({k: params[k] for k in part.defaults}, context)]
+        return [plugin for i, part in enumerate(parts) for plugin in part.make_plugins(own(i, params), context)]
 
-    preparers = [part for part in parts if part.prepare_model is not None]
+    preparers = [i for i, part in enumerate(parts) if part.prepare_model is not None]
 
     def prepare_model(model, params: dict, context: Context) -> list:
-        return [g for part in preparers for g in (part.prepare_model(model, {k: params[k] for k in part.defaults}, context) or [])]
+        return [g for i in preparers for g in (parts[i].prepare_model(model, own(i, params), context) or [])]
 
     return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins,
                     prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts))

@@ -65,3 +65,19 @@ def test_composition_runs_both_parts_plugin_sets():
             get_strategy("toy-a+nope")
     finally:
         del STRATEGIES[a.name], STRATEGIES[b.name]
+
+
+def test_composition_namespaces_shared_hyperparameters():
+    both = get_strategy("ewc+mas")
+    assert {"ewc.lam", "mas.lam"} <= set(both.defaults) and "lam" not in both.defaults
+    import torch
+
+    from continual.strategies import Context
+
+    plugins = both.make_plugins(both.params({"ewc.lam": "10", "mas.lam": "0.5"}), Context(None, torch.device("cpu"), 0))
+    assert [type(p).__name__ for p in plugins] == ["EWC", "MAS"]
+    assert (plugins[0].lam, plugins[1].lam) == (10.0, 0.5)
+    cfg = RunConfig(strategy="ewc+mas").override({"mas.lam": "2"}).resolve()
+    assert cfg.params["mas.lam"] == 2.0 and cfg.params["ewc.lam"] == both.defaults["ewc.lam"]
+    with pytest.raises(ContinualError, match="appears twice"):
+        get_strategy("ewc+ewc")
