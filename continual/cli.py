@@ -142,8 +142,9 @@ def demo_pretrained(out: Path, device: str) -> tuple[Path, dict]:
     return path, pretrain(DEMO_BENCHMARK, path, classes=[0, 1], device=device, seed=0)
 
 
-def cmd_plot(args) -> int:
-    from .plot import save_figures
+def _load_results(args) -> tuple[list, Path]:
+    """The valid results under ``args.paths`` (bad files reported on stderr and skipped) and the
+    output folder (``--out``, else the first folder given)."""
     from .results import find_results
 
     results, problems = find_results(args.paths)
@@ -151,7 +152,20 @@ def cmd_plot(args) -> int:
         raise ContinualError(f"no valid results files found in {', '.join(args.paths)}" + (f" ({'; '.join(problems)})" if problems else ""))
     for p in problems:
         print(f"continual: skipped {p}", file=sys.stderr)
-    out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
+    first = Path(args.paths[0])
+    return results, Path(args.out or (first if first.is_dir() else first.parent))
+
+
+def _results_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
+    p.add_argument("--out", default=None, help=f"folder for {what} (default: the first folder given)")
+    p.add_argument("--band", default="ci", choices=("ci", "std", "none"), help="band over seeds in the plots")
+
+
+def cmd_plot(args) -> int:
+    from .plot import save_figures
+
+    results, out = _load_results(args)
     for path in save_figures(results, out, band=args.band):
         print(path)
     return 0
@@ -195,19 +209,14 @@ def cmd_sweep(args) -> int:
 
 def cmd_compare(args) -> int:
     from .plot import save_figures
-    from .results import atomic_write_text, find_results, format_csv, format_markdown, format_table, summarize
+    from .results import atomic_write_text, format_csv, format_markdown, format_table, summarize
 
-    results, problems = find_results(args.paths)
-    for p in problems:
-        print(f"continual: skipped {p}", file=sys.stderr)
-    if not results:
-        raise ContinualError(f"no valid results files found in {', '.join(args.paths)}")
+    results, out = _load_results(args)
     rows = summarize(results)
     settings = sorted({(r["benchmark"], r["scenario"]) for r in rows})
     for bench, scenario in settings:
         print(f"\n{bench} ({scenario}-incremental)")
         print(format_table([r for r in rows if (r["benchmark"], r["scenario"]) == (bench, scenario)]))
-    out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
     atomic_write_text(out / "compare.md", format_markdown(rows))
     atomic_write_text(out / "compare.csv", format_csv(rows))
     figures = [p for p in save_figures(results, out, band=args.band) if p.name.startswith("curves_")]
@@ -306,9 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("plot", help="draw curves and heatmaps from results files or folders")
-    p.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
-    p.add_argument("--out", default=None, help="folder for the PNGs (default: the first folder given)")
-    p.add_argument("--band", default="ci", choices=("ci", "std", "none"), help="band over seeds")
+    _results_arguments(p, "the PNGs")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("sweep", help="run a grid of configurations from a TOML file (finished runs are skipped)")
@@ -322,9 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("compare", help="table (mean ± 95%% CI over seeds), markdown/CSV and curves from results")
-    p.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
-    p.add_argument("--out", default=None, help="folder for compare.md/.csv and the PNGs (default: the first folder)")
-    p.add_argument("--band", default="ci", choices=("ci", "std", "none"), help="band over seeds in the plot")
+    _results_arguments(p, "compare.md/.csv and the PNGs")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")
