@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import platform
 import sys
 import time
@@ -26,7 +25,7 @@ from .benchmarks import get_benchmark, make_stream
 from .errors import ContinualError
 from .metrics import AccuracyMatrix
 from .models import HEADS, HeadExpansion, build_model, grow_head
-from .results import Result
+from .results import Result, atomic_torch_save
 from .strategies import Context, coerce, get_strategy
 from .trainer import Callback, Trainer, resolve_device
 
@@ -191,15 +190,7 @@ def save_checkpoint(folder: Path, index: int, cfg: RunConfig, acc, trainer: Trai
         "acc_matrix": torch.from_numpy(acc.values.copy()), "random_init": torch.from_numpy(acc.random_init.copy()),
         "trainer": trainer.state_dict(), "wall": wall,
     }
-    path = folder / f"checkpoint-{index:04d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = atomic_torch_save(state, folder / f"checkpoint-{index:04d}.pt")
     for old in sorted(folder.glob("checkpoint-*.pt"))[:-2]:
         old.unlink(missing_ok=True)
     return path

@@ -96,6 +96,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def atomic_torch_save(obj: object, path: str | Path) -> Path:
+    """``torch.save`` through a temporary file in the same folder and a rename (see
+    :func:`atomic_write_text`): a crash never leaves a half-written checkpoint in place."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_result(result: Result, path: str | Path) -> Path:
     """Write ``result`` as JSON to ``path`` atomically (temporary file, then rename)."""
     text = json.dumps(result.to_dict(), indent=1, default=_json_default, allow_nan=True)

@@ -21,8 +21,6 @@ split-digits (0 and 1, training split only): the stream's own first experience, 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ContinualError
+from .results import atomic_torch_save
 from .strategies import Context, Strategy, register
 
 CHECKPOINT_FORMAT = "continual.pretrained"
@@ -147,16 +146,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, inpu
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in head_keys}
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model_name,
                "input_shape": [int(s) for s in input_shape], "source": dict(source or {}), "state_dict": state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def read_checkpoint(path: str | Path) -> dict:
