@@ -65,9 +65,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = cl.trainer.resolve_device(args.device)
     bench = cl.get_benchmark(args.benchmark)
-    if len(set(cl.make_stream(args.benchmark)[0].transform.mean)) > 1:
-        raise SystemExit("the bare loop here handles single-channel normalisation only")
     stream = cl.make_stream(args.benchmark, device=device)
+    if len(stream[0].transform.mean) > 1:
+        raise SystemExit("the bare loop here handles single-channel normalisation only")
     epochs = args.epochs or bench.epochs
     torch.manual_seed(0)
     init = cl.build_model(bench.model, tuple(stream[0].x_train.shape[1:]), stream.num_classes).to(device)
