@@ -119,13 +119,31 @@ class IncrementalClassifier(nn.Module):
         return self._mask(parts[0] if len(parts) == 1 else torch.cat(parts, 1))  # (B, num_classes)
 
     def _mask(self, out: Tensor) -> Tensor:
-        if self.mask_past and self.training and self._active is not None:
-            out = out.masked_fill(~self._active.to(out.device), float("-inf"))
+        active = self.training_mask()
+        if self.training and active is not None:
+            out = out.masked_fill(~active.to(out.device), float("-inf"))
         return out
+
+    def training_mask(self) -> Tensor | None:
+        """The logits training may use, ``(num_classes,)`` bool: the current experience's classes
+        with ``mask_past``; ``None`` when every logit is used."""
+        return self._active if self.mask_past else None
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, blocks={self.sizes}, "
                 f"mask_past={self.mask_past}, fused={self.fused}")
+
+
+def training_mask(model: nn.Module) -> Tensor | None:
+    """The logits ``model`` trains on, ``(num_classes,)`` bool, when a ``mask_past`` head masks
+    past classes in training; ``None`` when it trains on all of them.
+
+    Importance estimates (EWC's Fisher, MAS) run in eval mode, where the head does not mask;
+    they use this to see the logits training saw.
+    """
+    masks = [m.training_mask() for m in model.modules() if isinstance(m, IncrementalClassifier)]
+    masks = [m for m in masks if m is not None]
+    return masks[0] if len(masks) == 1 else None
 
 
 class MultiHeadClassifier(nn.Module):

@@ -126,13 +126,17 @@ class RegularizerBase(Plugin):
 class _WeightedSquares(torch.autograd.Function):
     """``scale * sum_i omega_i (theta_i - anchor_i)^2 + const`` over lists of tensors, as one node.
 
-    Forward: ``d = theta - anchor``, ``w = omega * d``, ``value = sum <w, d>`` with foreach ops;
-    backward: ``2 scale w g``. One autograd node instead of four per parameter.
+    Forward: ``d = theta - anchor`` (minus ``low`` when the anchor is given as a float32 pair
+    ``anchor + low``, see :func:`split_float64`), ``w = omega * d``, ``value = sum <w, d>`` with
+    foreach ops; backward: ``2 scale w g``. One autograd node instead of four per parameter.
     """
 
     @staticmethod
-    def forward(ctx, scale: float, const: float, omegas: list[Tensor], anchors: list[Tensor], *params: Tensor) -> Tensor:
+    def forward(ctx, scale: float, const: float, omegas: list[Tensor], anchors: list[Tensor],
+                lows: list[Tensor] | None, *params: Tensor) -> Tensor:
         d = torch._foreach_sub(list(params), anchors)
+        if lows is not None:
+            torch._foreach_sub_(d, lows)
         w = torch._foreach_mul(d, omegas)
         value = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(w, d)]).sum()
         ctx.save_for_backward(*w)
@@ -142,19 +146,35 @@ class _WeightedSquares(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         w = ctx.saved_tensors
-        return (None, None, None, None, *torch._foreach_mul(list(w), (2 * ctx.scale) * grad))
+        return (None, None, None, None, None, *torch._foreach_mul(list(w), (2 * ctx.scale) * grad))
 
 
 def weighted_squares(omegas: list[Tensor], anchors: list[Tensor], params: list[Tensor], *,
-                     scale: float = 1.0, const: float = 0.0) -> Tensor:
-    """``scale * sum_i omega_i (theta_i - anchor_i)^2 + const`` summed over the lists,
-    differentiable in ``params``.
+                     scale: float = 1.0, const: float = 0.0, lows: list[Tensor] | None = None) -> Tensor:
+    """``scale * sum_i omega_i (theta_i - anchor_i - low_i)^2 + const`` summed over the lists,
+    differentiable in ``params`` (``lows``: the low halves of anchors split by :func:`split_float64`).
 
     >>> p = torch.tensor([1.0, 2.0], requires_grad=True)
     >>> weighted_squares([torch.tensor([1.0, 0.5])], [torch.zeros(2)], [p]).item()
     3.0
     """
-    return _WeightedSquares.apply(float(scale), float(const), omegas, anchors, *params)
+    return _WeightedSquares.apply(float(scale), float(const), omegas, anchors, lows, *params)
+
+
+def split_float64(x: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """``(high, low)`` in ``dtype`` with ``high + low`` equal to the float64 ``x`` to about twice
+    ``dtype``'s precision.
+
+    ``theta - high - low`` then gives a float32 ``theta`` minus a float64 anchor with one
+    rounding: ``theta - high`` is exact when ``theta`` is within a factor 2 of ``high`` (Sterbenz),
+    which is when precision matters (a difference small against the values).
+
+    >>> high, low = split_float64(torch.tensor([1 + 2.0**-30], dtype=torch.float64))
+    >>> high.item(), low.item() == 2.0**-30
+    (1.0, True)
+    """
+    high = x.to(dtype)
+    return high, (x - high.double()).to(dtype)
 
 
 class QuadraticPenalty(RegularizerBase):
@@ -184,6 +204,7 @@ class QuadraticPenalty(RegularizerBase):
         self.importances: dict[str, Tensor] = {}
         self.anchors: dict[str, Tensor] = {}
         self.consts: dict[str, float] = {}  # value-only offsets (separate EWC); no gradient
+        self.anchor_lows: dict[str, Tensor] = {}  # low halves of float64 anchors (separate EWC)
         self.num_consolidations = 0
 
     # ------------------------------------------------------------ importances
@@ -205,8 +226,8 @@ class QuadraticPenalty(RegularizerBase):
         self.num_consolidations += 1
 
     # ---------------------------------------------------------------- penalty
-    def _terms(self, model: nn.Module) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """(parameter, importance, anchor) for each stored name the model still has, padded if it grew."""
+    def _terms(self, model: nn.Module) -> list[tuple[Tensor, Tensor, Tensor, str]]:
+        """(parameter, importance, anchor, name) for each stored name the model still has, padded if it grew."""
         params = trainable(model)
         terms = []
         for name, omega in self.importances.items():
@@ -216,15 +237,19 @@ class QuadraticPenalty(RegularizerBase):
             if omega.device != p.device:  # loaded from a state on another device: move once
                 self.importances[name] = omega = omega.to(p.device)
                 self.anchors[name] = self.anchors[name].to(p.device)
+                if name in self.anchor_lows:
+                    self.anchor_lows[name] = self.anchor_lows[name].to(p.device)
             if omega.shape != p.shape:  # a head grew: pad the stored tensors once
                 self._grow(name, p)
                 omega = self.importances[name]
-            terms.append((p, omega, self.anchors[name]))
+            terms.append((p, omega, self.anchors[name], name))
         return terms
 
     def _grow(self, name: str, param: Tensor) -> None:
         self.importances[name] = fit_shape(self.importances[name], param, name)
         self.anchors[name] = fit_shape(self.anchors[name], param, name)
+        if name in self.anchor_lows:
+            self.anchor_lows[name] = fit_shape(self.anchor_lows[name], param, name)
 
     def penalty(self, model: nn.Module, x: Tensor | None = None, y: Tensor | None = None,
                 t: Tensor | None = None, out: Tensor | None = None) -> Tensor:
@@ -234,10 +259,11 @@ class QuadraticPenalty(RegularizerBase):
         terms = self._terms(model)
         if not terms:
             return zero(model)
-        params, omegas, anchors = zip(*terms)
+        params, omegas, anchors, names = zip(*terms)
+        lows = [self.anchor_lows.get(n, torch.zeros_like(a)) for n, a in zip(names, anchors)] if self.anchor_lows else None
         k = self.strength * self.scale
         const = k * sum(self.consts.values()) if self.consts else 0.0
-        return weighted_squares(list(omegas), list(anchors), list(params), scale=k, const=const)
+        return weighted_squares(list(omegas), list(anchors), list(params), scale=k, const=const, lows=lows)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Tensor]:

@@ -6,16 +6,22 @@ Penalty: ``(lambda/2) sum_i F_i (theta_i - theta*_i)^2`` as in the paper (``conv
 does, so lambdas can be compared with it.
 
 - ``mode="separate"``: one quadratic per past experience t, ``sum_t F_t (theta - theta_t)^2``.
-  Stored in constant cost as ``A theta^2 - 2 b theta + c`` with ``A = sum_t F_t``,
-  ``b = sum_t F_t theta_t``, ``c = sum_t F_t theta_t^2``; evaluated in the equivalent, numerically
-  safe form ``A (theta - b/A)^2 + sum(c - b^2/A)`` (a sum of non-negative terms: no cancellation
-  when theta is close to the anchors). Memory and per-step cost do not grow with the number of
-  experiences; the per-experience Fishers and anchors are kept only with ``keep_importances=True``.
+  Stored in constant cost as the identity ``A (theta - m)^2 + S`` with ``A = sum_t F_t``, the
+  Fisher-weighted mean anchor ``m = sum_t F_t theta_t / A`` and the weighted spread
+  ``S = sum_t F_t (theta_t - m)^2``. ``m`` and ``S`` are float64 and updated at each
+  consolidation by West's weighted update (1979: ``m += (F/A') (theta - m)``,
+  ``S += (F A / A') (theta - m)^2``, every term non-negative), never as ``c - b^2/A`` (which
+  cancels when the anchors differ little against their size). The penalty subtracts ``m`` from
+  the float32 parameters as a float32 pair (high + low, :func:`~continual.regularizers.base.split_float64`),
+  so it equals the naive sum over experiences to float32 rounding however close the anchors are.
+  Memory and per-step cost do not grow with the number of experiences; the per-experience
+  Fishers and anchors are kept only with ``keep_importances=True``.
 - ``mode="online"``: ``F <- gamma F + F_new`` and a single anchor at the latest parameters.
 
 The Fisher is the mean over the experience's samples (or over mini-batches for ``batched``), of
 the estimator chosen by name (see :mod:`continual.regularizers.fisher`), computed in eval mode
-on the logits the trainer sees (masked to the task in the task scenario).
+on the logits the trainer trains on: masked to the task in the task scenario, and to the current
+experience's classes with a ``mask_past`` head (``--head incremental-mask-past``).
 
 Deviations: none in the penalty. Kirkpatrick et al. do not say which Fisher estimator they used;
 the default here is ``empirical`` (per-sample squared gradients at the true labels), the most
@@ -32,7 +38,7 @@ from torch import Tensor, nn
 
 from ..errors import ContinualError
 from ..streams import Experience
-from .base import QuadraticPenalty, check_choice, fit_shape, subsample, trainable
+from .base import QuadraticPenalty, check_choice, fit_shape, split_float64, subsample, trainable
 from .fisher import ESTIMATORS, Estimator, fisher_diagonal
 
 Mode = Literal["separate", "online"]
@@ -104,7 +110,7 @@ class EWC(QuadraticPenalty):
         self.keep_importances = keep_importances
         self.seed = seed
         self.name = name
-        self.sums: dict[str, dict[str, Tensor]] = {"A": {}, "b": {}, "c": {}}  # separate mode
+        self.sums: dict[str, dict[str, Tensor]] = {"A": {}, "mean": {}, "S": {}}  # separate mode
         self.history: list[dict[str, dict[str, Tensor]]] = []  # [{"fisher": {...}, "anchor": {...}}], if kept
 
     def importance(self, model: nn.Module, experience: Experience) -> dict[str, Tensor]:
@@ -128,17 +134,22 @@ class EWC(QuadraticPenalty):
             return
         fisher = self.importance(model, experience)
         params = trainable(model)
-        A, b, c = self.sums["A"], self.sums["b"], self.sums["c"]
+        A, mean, S = self.sums["A"], self.sums["mean"], self.sums["S"]
         for name, f in fisher.items():
-            theta = params[name].detach()
+            theta = params[name].detach().double()
             f = f.detach()
-            if name in A:
-                A[name] = fit_shape(A[name], f, name) + f
-                b[name] = fit_shape(b[name], f, name) + f * theta
-                c[name] = fit_shape(c[name], f, name) + f * theta.square()
-            else:
-                A[name], b[name], c[name] = f.clone(), f * theta, f * theta.square()
-            self._derive(name, theta)
+            if name not in A:
+                A[name], mean[name], S[name] = torch.zeros_like(f), theta.clone(), torch.zeros_like(theta)
+            a_old = fit_shape(A[name], f, name).double()
+            m, s = fit_shape(mean[name], f, name), fit_shape(S[name], f, name)
+            f64 = f.double()
+            a_new = a_old + f64
+            share = torch.where(a_new > 0, f64 / torch.where(a_new > 0, a_new, torch.ones_like(a_new)), torch.ones_like(a_new))
+            delta = theta - m
+            mean[name] = m + share * delta  # = theta where nothing was important before (share 1)
+            S[name] = s + share * a_old * delta.square()  # F A / A' (theta - m)^2 >= 0
+            A[name] = fit_shape(A[name], f, name) + f
+            self._derive(name)
         if self.keep_importances:
             self.history.append({"fisher": {k: v.clone() for k, v in fisher.items()},
                                  "anchor": {k: params[k].detach().clone() for k in fisher}})
@@ -153,15 +164,12 @@ class EWC(QuadraticPenalty):
             self.anchors[name] = params[name].detach().clone()
         self.num_consolidations += 1
 
-    def _derive(self, name: str, theta: Tensor) -> None:
-        """Importance ``A``, anchor ``b/A`` and constant ``sum(c - b^2/A)`` from the stored sums."""
-        A, b, c = self.sums["A"][name], self.sums["b"][name], self.sums["c"][name]
-        positive = A > 0
+    def _derive(self, name: str) -> None:
+        """Importance ``A``, the anchor ``m`` as a float32 pair, and the constant ``sum S``."""
+        A, m = self.sums["A"][name], self.sums["mean"][name]
         self.importances[name] = A
-        self.anchors[name] = torch.where(positive, b / torch.where(positive, A, torch.ones_like(A)), theta)
-        A64, b64, c64 = A.double(), b.double(), c.double()
-        resid = torch.where(positive, c64 - b64.square() / torch.where(positive, A64, torch.ones_like(A64)), torch.zeros_like(A64))
-        self.consts[name] = max(float(resid.sum()), 0.0)
+        self.anchors[name], self.anchor_lows[name] = split_float64(m, A.dtype)
+        self.consts[name] = float(self.sums["S"][name].sum())
 
     def _grow(self, name: str, param: Tensor) -> None:
         super()._grow(name, param)
@@ -170,7 +178,7 @@ class EWC(QuadraticPenalty):
                 sums[name] = fit_shape(sums[name], param, name)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Importances, anchors, the separate-mode sums (A, b, c) and, if kept, the history."""
+        """Importances, anchors, the separate-mode statistics (A, mean, S) and, if kept, the history."""
         state = super().state_dict()
         for key, sums in self.sums.items():
             for name, v in sums.items():
@@ -183,7 +191,15 @@ class EWC(QuadraticPenalty):
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         super().load_state_dict(state)
-        self.sums = {key: {k[len(key) + 1:]: v.clone() for k, v in state.items() if k.startswith(key + ".")} for key in ("A", "b", "c")}
+        self.sums = {key: {k[len(key) + 1:]: v.clone() for k, v in state.items() if k.startswith(key + ".")} for key in ("A", "mean", "S")}
+        for name, A in self.sums["A"].items():
+            if name not in self.sums["mean"] and f"b.{name}" in state:  # written by 0.1's (A, b, c) form
+                A64, b, c = A.double(), state[f"b.{name}"].double(), state[f"c.{name}"].double()
+                self.sums["mean"][name] = torch.where(A64 > 0, b / A64.clamp_min(torch.finfo(A.dtype).tiny), self.anchors[name].double())
+                self.sums["S"][name] = (c - b * self.sums["mean"][name]).clamp_min(0)
+        self.anchor_lows = {}
+        for name in self.sums["A"]:
+            self._derive(name)
         history: dict[int, dict[str, dict[str, Tensor]]] = {}
         for k, v in state.items():
             if k.startswith("history."):

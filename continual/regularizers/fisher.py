@@ -24,8 +24,9 @@ Per-sample quantities are computed without a loop over samples:
   ``torch.func.vmap`` over ``torch.func.grad`` (``jacrev`` for several objectives), in chunks.
 
 The model runs in eval mode (BatchNorm uses its running statistics, dropout is off), so samples
-are independent; its mode is restored afterwards. In the task scenario the logits are masked to
-each sample's task, as in training.
+are independent; its mode is restored afterwards. The logits are masked as in training: to each
+sample's task in the task scenario, and to the current experience's classes with a
+``mask_past`` head (:func:`allowed_logits`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from ..models import forward
+from ..models import forward, training_mask
 from .base import check_choice, trainable
 
 Estimator = Literal["empirical", "exact", "sampled", "batched"]
@@ -92,10 +93,15 @@ def grad_stats(
     B = len(x)
     if t is None:
         t = torch.zeros(B, dtype=torch.long, device=x.device)
-    calls: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {}
+    calls: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {}  # (input, output) per call
 
     def hook(module, inputs, output):
         calls.setdefault(module, []).append((inputs[0], output))
+        # What follows the layer may modify its output in place (nn.ReLU(inplace=True), common in
+        # user models and torchvision): hand on a copy, so the gradient is taken at the layer's
+        # own output, not at the activation written over it. (Its input cannot be modified in
+        # place afterwards: autograd keeps it for the weight's gradient and would refuse.)
+        return output.clone()
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and any(p.requires_grad for p in m.parameters())]
     handles = [m.register_forward_hook(hook) for m in linears]
@@ -164,6 +170,27 @@ def grad_stats(
     return stats
 
 
+def allowed_logits(model: nn.Module, x: Tensor, t: Tensor, mask: Callable[[Tensor, Tensor], Tensor] | None) -> Tensor | None:
+    """The logits each sample of ``x`` trains on, boolean ``(B, C)``; ``None`` when all of them.
+
+    Two masks meet here: ``mask(logits, t)`` sets the logits outside a sample's task to -inf (the
+    task scenario, ``experience.mask_logits``), and a ``mask_past`` head masks past classes in
+    training (:func:`continual.models.training_mask`), which eval mode, where importances are
+    estimated, does not do by itself.
+    """
+    past = training_mask(model)
+    if mask is None and past is None:
+        return None
+    with torch.no_grad():
+        c = forward(model, x[:1], t[:1]).shape[1]
+    keep = torch.ones(len(x), c, dtype=torch.bool, device=x.device)
+    if mask is not None:
+        keep = mask(torch.zeros(len(x), c, device=x.device), t).isfinite()
+    if past is not None:
+        keep = keep & past.to(x.device)[:c]
+    return keep
+
+
 def log_probs(out: Tensor, keep: Tensor) -> Tensor:
     """Log-softmax over each sample's allowed logits; 0 (no gradient) at the others. ``(B, C)``."""
     return F.log_softmax(out.masked_fill(~keep, float("-inf")), dim=1).masked_fill(~keep, 0.0)
@@ -223,11 +250,12 @@ def fisher_diagonal(
             xb = x[s : s + step]
             xb = transform(xb) if transform is not None else xb
             yb, tb = y[s : s + step], t[s : s + step]
+            keep = allowed_logits(model, xb, tb, mask)
             if estimator == "batched":
                 with torch.enable_grad():
                     out = forward(model, xb, tb)
-                    if mask is not None:
-                        out = mask(out, tb)
+                    if keep is not None:
+                        out = out.masked_fill(~keep, float("-inf"))
                     loss = F.cross_entropy(out, yb)
                     names = list(params)
                     grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
@@ -235,11 +263,6 @@ def fisher_diagonal(
                     if g is not None:
                         total[n] += g.detach().square()
                 continue
-            keep = None
-            if mask is not None:
-                with torch.no_grad():
-                    c = forward(model, xb[:1], tb[:1]).shape[1]
-                keep = mask(torch.zeros(len(xb), c, device=xb.device), tb).isfinite()
             if estimator == "empirical":
                 stats = grad_stats(model, xb, t=tb, keep=keep, objective=_at_label, prepare=lambda out, k, yb=yb: (yb, None))
             elif estimator == "sampled":

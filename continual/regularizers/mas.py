@@ -11,7 +11,8 @@ Penalty: ``lambda sum_i Omega_i (theta_i - theta*_i)^2`` (no 1/2, as in the pape
 paper's value makes the loss diverge in the class-incremental scenario (0.3 is stable, 1 is not).
 
 Deviations: in the task scenario the outputs are the experience's own logits (the others are
-zeroed), the single-head analogue of the paper's per-task head. Avalanche's ``MASPlugin`` instead
+zeroed), the single-head analogue of the paper's per-task head; with a ``mask_past`` head they
+are the current experience's classes' logits, the ones training used. Avalanche's ``MASPlugin`` instead
 takes the gradient of each mini-batch's mean norm (not per sample) and averages importances with
 ``alpha=0.5``.
 """
@@ -21,10 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models import forward
 from ..streams import Experience
 from .base import QuadraticPenalty, subsample, trainable
-from .fisher import grad_stats
+from .fisher import allowed_logits, grad_stats
 
 
 def _squared_norm(out: Tensor, keep: Tensor, aux: Tensor | None) -> Tensor:
@@ -60,11 +60,7 @@ def mas_importance(
         for s in range(0, N, chunk_size):
             xb, tb = x[s : s + chunk_size], t[s : s + chunk_size]
             xb = transform(xb) if transform is not None else xb
-            keep = None
-            if mask is not None:
-                with torch.no_grad():
-                    c = forward(model, xb[:1], tb[:1]).shape[1]
-                keep = mask(torch.zeros(len(xb), c, device=xb.device), tb).isfinite()
+            keep = allowed_logits(model, xb, tb, mask)
             for name, v in grad_stats(model, xb, t=tb, keep=keep, objective=_squared_norm, power="abs").items():
                 total[name] += v
     finally:
