@@ -32,7 +32,8 @@ Deviations and choices:
       a model without one). When a class comes back in a later experience (domain-incremental
       streams), herding runs over its current exemplars and the new samples together.
     - Balanced buffers are rebuilt at the end of each experience; with ``selection="random"``
-      a class that comes back keeps a uniform random subset of all its samples seen so far.
+      a class that comes back keeps a uniform random subset of all its samples seen so far (the
+      number of new samples it keeps is drawn from the hypergeometric distribution).
 
 Buffers are preallocated tensors (inputs in their stored dtype, labels, task ids, optionally
 logits) allocated on the first insertion, when shapes and dtypes are known; they never grow.
@@ -415,8 +416,7 @@ class _GroupBalancedBuffer(Buffer):
                 herd_rank = torch.cat([is_old.nonzero().flatten(), (~is_old).nonzero().flatten()])  # of each pick as laid out
                 order.append((g, torch.argsort(herd_rank)))
             else:
-                seen = self.seen.get(g, 0)
-                k_new = min(len(nw), q, max(q - len(o), round(q * len(nw) / (seen + len(nw)))))
+                k_new = self._new_share(g, len(o), len(nw), q)
                 k_old = q - k_new
                 take_old.append(o[:k_old])
                 take_new.append(nw[torch.randperm(len(nw), generator=self.generator, device=self.device)[:k_new]])
@@ -424,6 +424,23 @@ class _GroupBalancedBuffer(Buffer):
         self._rebuild(keys, take_old, take_new, dict(order), exp, new_groups)
         for g in new_groups.unique().tolist():
             self.seen[g] = self.seen.get(g, 0) + int((new_groups == g).sum())
+
+    def _new_share(self, group: int, stored: int, offered: int, quota: int) -> int:
+        """How many of ``offered`` new samples a group keeps so that its ``quota`` is a uniform
+        random subset of every sample it has seen: hypergeometric, the number of new samples
+        among ``quota`` drawn without replacement from ``seen + offered``.
+
+        Drawn as the count of new samples in the first ``quota`` places of a seeded permutation
+        (an experience boundary, not the training step). The draw is bounded below by
+        ``quota - stored``: a group shrunk earlier below its new quota (only when the integer
+        remainder of the shares moves between groups) cannot give back samples it dropped.
+        """
+        seen = self.seen.get(group, 0)
+        if seen == 0:
+            return min(offered, quota)
+        perm = torch.randperm(seen + offered, generator=self.generator, device=self.device)[:quota]
+        drawn = int((perm >= seen).sum())
+        return max(quota - stored, drawn)
 
     def _rebuild(self, keys, take_old, take_new, order, exp, new_groups) -> None:
         """Write each group's picks contiguously, in priority order, into the preallocated storage."""

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from continual import ContinualError, RunConfig, Strategy, run, split, synthetic
+from continual import ContinualError, Experience, RunConfig, Strategy, Transform, run, split, synthetic
 from continual.models import MLP
 from continual.replay import (
     ER, IGNORE_LABEL, ClassBalancedBuffer, DERpp, ExperienceBalancedBuffer, ReservoirBuffer, balanced_quotas,
@@ -151,6 +151,30 @@ def test_class_balanced_domain_stream_keeps_a_share_of_every_experience():
     rows = {tuple(r) for r in buf.stored().x.tolist()}
     origin = [sum(tuple(r) in rows for r in e.x_train.tolist()) for e in stream]
     assert all(k > 0 for k in origin) and sum(origin) == 40
+
+
+def test_a_returning_class_keeps_a_uniform_subset_of_all_its_samples():
+    """Capacity 10, one class arriving in three experiences of 100, 50 and 30 samples: every one
+    of the 180 samples must end in the buffer with probability 10/180 (the number of new samples
+    kept is hypergeometric; rounding it made the groups' rates 0.056 / 0.048 / 0.067)."""
+    from scipy.stats import chisquare
+
+    def exp(lo, n):
+        x = torch.arange(lo, lo + n).float().unsqueeze(1)
+        y = t = torch.zeros(n, dtype=torch.long)
+        return Experience(0, (0,), 0, x, y, t, x[:1], y[:1], t[:1], Transform())
+
+    experiences, trials = [exp(0, 100), exp(100, 50), exp(150, 30)], 2000
+    counts = torch.zeros(180)
+    for seed in range(trials):
+        buf = ClassBalancedBuffer(10, seed=seed)
+        for e in experiences:
+            buf.update(e)
+        counts[buf.stored().x[:, 0].long()] += 1
+    assert counts.sum() == 10 * trials
+    assert chisquare(counts.numpy()).pvalue > 1e-3  # seeded, so deterministic; about 0.25 here
+    rates = [float(counts[a:b].mean()) / trials for a, b in ((0, 100), (100, 150), (150, 180))]
+    assert all(abs(r - 10 / 180) < 0.004 for r in rates), rates  # the binomial sd of a group's rate is under 0.0015
 
 
 def naive_herding(features, m):
