@@ -1,8 +1,14 @@
+import importlib
+import os
 
 import pytest
 import torch
 
 torch.set_num_threads(1)  # small models: one thread is as fast, and timings do not fight over 2 cores
+# Processes the tests start (sweep pools, Ray workers, the CLI) inherit one thread too: tests that
+# compare their results with this process's need the same kernels, and a matrix product may
+# round differently when it is split over another number of threads.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -12,3 +18,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def importable(name):
+    """The module ``name``, or a skip that says why it cannot be imported here.
+
+    Not only ``ImportError``: PyPI's torchvision raises ``RuntimeError: operator torchvision::nms
+    does not exist`` beside a torch build it was not made for (the CPU-only torch 2.13.0 wheel),
+    and avalanche imports torchvision. Those tests cannot run in such an environment; the rest
+    of the suite must.
+    """
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        pytest.skip(f"{name} cannot be imported here ({type(exc).__name__}: {first})")
+
+
+@pytest.fixture(scope="module")
+def torchvision():
+    return importable("torchvision")

@@ -16,10 +16,12 @@ import torch
 from continual import EWC, MLP, SI, AccuracyMatrix, ContinualError, ER, ReservoirBuffer
 from continual.metrics import average_forgetting, backward_transfer
 
+from .conftest import importable
+
 
 @pytest.fixture(scope="module")
 def av():
-    return pytest.importorskip("avalanche")
+    return importable("avalanche")
 
 
 class TensorSet(torch.utils.data.Dataset):
@@ -133,7 +135,9 @@ def test_batched_fisher_and_penalty_equal_avalanche_ewc(av):
         imp = theirs.compute_importances(model, torch.nn.CrossEntropyLoss(), opt, exp.dataset, "cpu", bs)
         fisher = ours.importance(model, stream[t])
         for name, p in imp.items():
-            torch.testing.assert_close(fisher[name], p.data, rtol=1e-6, atol=0)
+            # squared float32 gradients summed in another order: the error of an element is relative
+            # to the tensor's scale, not to the element (one near 0 may come from cancellation)
+            assert (fisher[name] - p.data).abs().max() <= 1e-5 * p.data.abs().max(), name
         ours.consolidate(model, stream[t])
         theirs.update_importances(imp, t)
         theirs.saved_params[t] = copy_params_dict(model)

@@ -132,7 +132,8 @@ def test_multi_head_routing_of_a_mixed_batch_equals_per_task_passes():
     for task, cols in classes.items():
         sel = t == task
         alone = model.head.heads[str(task)](model.features(x[sel]))
-        torch.testing.assert_close(out[sel][:, cols], alone, rtol=0, atol=1e-6)
+        # the same rows through a matmul over another batch size: float32 rounding may differ
+        torch.testing.assert_close(out[sel][:, cols], alone, rtol=1e-5, atol=1e-6)
         others = [c for c in range(7) if c not in cols]
         assert torch.isinf(out[sel][:, others]).all()
 

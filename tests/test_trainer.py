@@ -143,8 +143,13 @@ def test_evaluate_matches_a_manual_count(stream):
     accs = trainer.evaluate(stream)
     for e, a in zip(stream, accs):
         with torch.no_grad():
-            pred = trainer.model(e.transform(e.x_test)).argmax(1)
-        assert a == pytest.approx((pred == e.y_test).double().mean().item())
+            out = trainer.model(e.transform(e.x_test))
+        pred, (top2, _) = out.argmax(1), out.topk(2, 1)
+        manual = (pred == e.y_test).double().mean().item()
+        # evaluation batches differently, so a near tie (top two logits within float32 rounding)
+        # may go either way; no other sample may differ
+        ties = int(((top2[:, 0] - top2[:, 1]) <= 1e-5 * top2[:, 0].abs().clamp_min(1)).sum())
+        assert abs(a - manual) <= ties / len(pred) + 1e-12
 
 
 def test_task_scenario_masks_logits_to_the_tasks_classes():

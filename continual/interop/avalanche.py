@@ -52,8 +52,10 @@ def _require() -> None:
     try:
         import avalanche  # noqa: F401
         import avalanche.training.plugins  # noqa: F401  (imports torchvision)
-    except ImportError as exc:  # avalanche missing, or a torchvision built for another torch
-        raise ContinualError(f"Avalanche interop needs avalanche-lib and torchvision ({exc}); install them with {INSTALL}") from None
+    except Exception as exc:  # ImportError: missing; RuntimeError: a torchvision built for another torch
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ContinualError(f"Avalanche interop needs avalanche-lib and a torchvision built for torch {torch.__version__}, "
+                             f"which cannot be imported here ({type(exc).__name__}: {first}); install them with {INSTALL}") from None
 
 
 # ------------------------------------------------------------------ benchmarks -> streams
