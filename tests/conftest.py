@@ -20,6 +20,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_report_header(config):
+    """What the suite runs on, in pytest's header (and so at the start of CI's test output)."""
+    import platform
+
+    import numpy
+
+    try:
+        import torchvision
+        tv = torchvision.__version__
+    except Exception as exc:  # e.g. PyPI's torchvision beside a torch it was not built for
+        tv = f"not importable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return [f"continual suite on: python {platform.python_version()}, torch {torch.__version__} "
+            f"(CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}), numpy {numpy.__version__}, "
+            f"torchvision {tv}, {platform.machine()} {os.cpu_count()} cores"]
+
+
 def importable(name):
     """The module ``name``, or a skip that says why it cannot be imported here.
 
