@@ -354,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("continual: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (`| head`): not an error of the run
+        sys.stdout = None  # nothing more reaches the closed pipe, and Python's exit flush stays quiet
+        return 0
 
 
 if __name__ == "__main__":

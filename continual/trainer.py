@@ -21,12 +21,19 @@ A plugin may also have a ``name`` (used to label its penalty in the results; def
 name) and a ``report() -> dict`` of JSON-able facts (buffer memory, head sizes, penalty terms)
 that a run stores under ``extra[name]``.
 
+Checkpoints: a plugin with state has ``state_dict()`` (tensors and plain values) and
+``load_state_dict(state)``. A plugin that keeps a copy of the model (LwF's frozen teacher) may
+take ``load_state_dict(state, *, model=...)``: on resume it is handed the trainer's model, already
+rebuilt to the checkpoint's architecture by the plugins before it (a grown head), as the template
+for its copy. Every registered strategy resumes to the matrix of an uninterrupted run (tested).
+
 Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
 ``"epoch_end"`` and ``"experience_end"``.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +87,15 @@ def _hooks(plugins: Sequence[object], name: str) -> list[tuple[str, Callable]]:
             continue
         found.append((getattr(p, "name", type(p).__name__), hook))
     return found
+
+
+def load_plugin_state(plugin: object, state: dict, model: nn.Module) -> None:
+    """``plugin.load_state_dict(state)``, with ``model=model`` for plugins that take it (see the
+    module docstring)."""
+    if "model" in inspect.signature(plugin.load_state_dict).parameters:
+        plugin.load_state_dict(state, model=model)
+    else:
+        plugin.load_state_dict(state)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -238,7 +254,7 @@ class Trainer:
             raise ContinualError(f"checkpoint has {len(state['plugins'])} plugin states for {len(self.plugins)} plugins")
         for plugin, plugin_state in zip(self.plugins, state["plugins"]):
             if plugin_state is not None:
-                plugin.load_state_dict(plugin_state)
+                load_plugin_state(plugin, plugin_state, self.model)
         self.model.load_state_dict(state["model"])
         params = dict(self.model.named_parameters())
         for names in state["added_groups"][len(self._added_groups):]:

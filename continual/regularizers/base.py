@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import ContinualError
 from ..streams import Experience
-from ..trainer import Plugin
+from ..trainer import Plugin, load_plugin_state
 
 
 @runtime_checkable
@@ -342,10 +342,15 @@ class Combined(RegularizerBase):
     def state_dict(self) -> dict[str, Tensor]:
         return {f"{name}.{k}": v for name, part in self.parts.items() for k, v in part.state_dict().items()}
 
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+    def load_state_dict(self, state: Mapping[str, Tensor], *, model: nn.Module | None = None) -> None:
+        """Each part's state; ``model`` goes to the parts that take it (LwF's frozen copy)."""
         for name, part in self.parts.items():
             prefix = f"{name}."
-            part.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            part_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if model is not None:
+                load_plugin_state(part, part_state, model)
+            else:
+                part.load_state_dict(part_state)
 
     def report(self) -> dict:
         """``{"terms": {part: [mean penalty per experience]}, part: part.report(), ...}``."""
