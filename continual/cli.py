@@ -59,7 +59,7 @@ def _run_many(configs, out: Path, quiet: bool) -> list:
     results = []
     for cfg in configs:
         resolved = cfg.resolve()
-        name = f"{resolved.benchmark}_{resolved.scenario}_{_slug(resolved.label or resolved.strategy)}_seed{resolved.seed}"
+        name = result_name(resolved)
         total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
         bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
         checkpoints = out / ".checkpoints" / name
@@ -79,6 +79,17 @@ def _run_many(configs, out: Path, quiet: bool) -> list:
             print(f"{result.label:<14} seed {result.seed}: final acc {100 * m['final_average_accuracy']:5.1f}%  "
                   f"forgetting {100 * m['average_forgetting']:5.1f}%  ({result.timings['wall']:.2f} s) -> {path}", file=sys.stderr)
     return results
+
+
+def result_name(resolved) -> str:
+    """The file stem of a run's result: readable (benchmark, scenario, label, seed) plus the
+    configuration's hash (:func:`continual.results.config_id`), so runs that differ in any other
+    setting (lr, epochs, optimizer, a strategy's hyperparameter...) never share a file or a
+    checkpoint folder, and the seeds of one configuration sort together."""
+    from .results import config_id
+
+    label = _slug(resolved.label or resolved.strategy)[:80]  # the hash keeps long labels apart
+    return f"{resolved.benchmark}_{resolved.scenario}_{label}_{config_id(resolved.to_dict())}_seed{resolved.seed}"
 
 
 def _schedule(strategy: str) -> str:

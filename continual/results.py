@@ -14,6 +14,7 @@ One file per run. Schema (version 1)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -211,12 +212,63 @@ def _claims_schema(path: Path) -> bool:
     return not isinstance(obj, dict) or "schema" in obj
 
 
+# Settings that do not change what a run computes: where the data was read from, whether it was
+# downloaded, and the seed (the seeds of one configuration are its repetitions).
+NOT_IDENTITY = ("seed", "data_root", "download")
+
+
+def identity(config: dict) -> dict:
+    """The settings that make two runs repetitions of one experiment: the resolved configuration
+    without :data:`NOT_IDENTITY`."""
+    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+
+
+def config_id(config: dict) -> str:
+    """A short, stable hash of :func:`identity` (10 hex digits): the seeds of one configuration
+    share it, any other setting changes it.
+
+    >>> a = {"strategy": "finetune", "lr": 0.05, "seed": 0}
+    >>> config_id(a) == config_id({**a, "seed": 3}), config_id(a) == config_id({**a, "lr": 0.01})
+    (True, False)
+    """
+    text = json.dumps(identity(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def group_results(results: Iterable[Result]) -> dict[tuple[str, str, str], list[Result]]:
-    """Results grouped by (benchmark, scenario, label), each group sorted by seed."""
-    groups: dict[tuple[str, str, str], list[Result]] = {}
+    """Results grouped by configuration (:func:`identity`: all but the seed), each group sorted by
+    seed, keyed by ``(benchmark, scenario, name)``.
+
+    ``name`` is the label; where several configurations share a label (a sweep over ``lr`` in
+    its ``[base]``, a changed ``--epochs``), each name also shows the settings in which they
+    differ, e.g. ``finetune [lr=0.01]`` and ``finetune [lr=0.05]``.
+    """
+    by_id: dict[str, list[Result]] = {}
     for r in results:
-        groups.setdefault((r.benchmark, r.scenario, r.label), []).append(r)
-    return {k: sorted(v, key=lambda r: r.seed) for k, v in sorted(groups.items())}
+        by_id.setdefault(config_id(r.config), []).append(r)
+    by_label: dict[tuple[str, str, str], list[str]] = {}
+    for key, group in by_id.items():
+        r = group[0]
+        by_label.setdefault((r.benchmark, r.scenario, r.label), []).append(key)
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for (bench, scenario, label), keys in by_label.items():
+        flats = {k: _flat(identity(by_id[k][0].config)) for k in keys}
+        names = sorted({n for f in flats.values() for n in f})
+        differ = [n for n in names if len({json.dumps(f.get(n), sort_keys=True, default=str) for f in flats.values()}) > 1]
+        for k in keys:
+            shown = ",".join(f"{n}={flats[k].get(n)}" for n in differ)
+            groups[(bench, scenario, f"{label} [{shown}]" if shown else label)] = sorted(by_id[k], key=lambda r: r.seed)
+    return dict(sorted(groups.items()))
 
 
 TABLE_METRICS = (
@@ -228,7 +280,7 @@ TABLE_METRICS = (
 
 
 def summarize(results: Iterable[Result]) -> list[dict[str, object]]:
-    """One row per (benchmark, scenario, label): each headline metric and the training plus
+    """One row per configuration (:func:`group_results`): each headline metric and the training plus
     evaluation time as ``(mean, 95% CI half-width)`` over seeds (t distribution; NaN half-width
     for one seed)."""
     from .metrics import mean_ci

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,9 @@ def test_run_then_plot(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["run", "--strategy", "finetune", "--seeds", "2", "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["split-digits_class_finetune_seed0.json", "split-digits_class_finetune_seed1.json"]
+    assert [re.sub("_[0-9a-f]{10}_", "_HASH_", f) for f in files] == ["split-digits_class_finetune_HASH_seed0.json",
+                                                                    "split-digits_class_finetune_HASH_seed1.json"]
+    assert files[0].split("_")[3] == files[1].split("_")[3]  # the seeds of one configuration share the hash
     table = capsys.readouterr().out
     assert "finetune" in table and "final acc" in table
     assert json.loads((out / files[0]).read_text())["config"]["epochs"] == 1
@@ -65,3 +68,29 @@ def test_console_script_exit_status(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("continual: error: unknown benchmark 'nope'") and "Traceback" not in proc.stderr
+
+
+def test_runs_that_differ_in_a_setting_never_overwrite_each_other(tmp_path, capsys):
+    out = tmp_path / "runs"
+    common = ["run", "--strategy", "finetune", "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet"]
+    assert main(common + ["--lr", "0.05"]) == 0
+    assert main(common + ["--lr", "0.01"]) == 0
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 2 and {json.loads(f.read_text())["config"]["lr"] for f in files} == {0.05, 0.01}
+    capsys.readouterr()
+    assert main(["compare", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "finetune [lr=0.01]" in table and "finetune [lr=0.05]" in table  # two rows, each one seed
+
+
+def test_compare_and_plot_group_by_configuration_not_label(tmp_path, capsys):
+    """A sweep over num_experiences (one label, matrices of two sizes) is two groups."""
+    out = tmp_path / "runs"
+    for n in ("3", "5"):
+        assert main(["run", "--strategy", "finetune", "--epochs", "1", "--num-experiences", n, "--seeds", "2",
+                     "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "finetune [num_experiences=3]" in table and "finetune [num_experiences=5]" in table
+    assert main(["plot", str(out)]) == 0

@@ -131,7 +131,10 @@ def test_resume_after_sigkill_gives_the_same_matrix(tmp_path):
     args = ["run", "--strategy", "finetune", "--epochs", "120", "--momentum", "0.9", "--device", "cpu", "--quiet"]
     cmd, kw = cli(*args, "--out", "killed", cwd=tmp_path)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    ckpt = tmp_path / "killed" / ".checkpoints" / "split-digits_class_finetune_seed0"
+    from continual.cli import result_name
+
+    name = result_name(RunConfig(strategy="finetune", epochs=120, momentum=0.9, device="cpu").resolve())
+    ckpt = tmp_path / "killed" / ".checkpoints" / name
     deadline = time.time() + 120
     while not (ckpt / "checkpoint-0001.pt").exists():  # experiences 0 and 1 done: now in the third
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
@@ -139,7 +142,7 @@ def test_resume_after_sigkill_gives_the_same_matrix(tmp_path):
     time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    result_file = tmp_path / "killed" / "split-digits_class_finetune_seed0.json"
+    result_file = tmp_path / "killed" / f"{name}.json"
     assert not result_file.exists()
     cmd, kw = cli(*args, "--out", "killed", cwd=tmp_path)
     subprocess.run(cmd, check=True, capture_output=True, **kw)  # the same command again: resumes
@@ -148,7 +151,7 @@ def test_resume_after_sigkill_gives_the_same_matrix(tmp_path):
     assert not ckpt.exists()  # checkpoints are removed once the result is saved
     cmd, kw = cli(*args, "--out", "whole", cwd=tmp_path)
     subprocess.run(cmd, check=True, capture_output=True, **kw)
-    whole = load_result(tmp_path / "whole" / "split-digits_class_finetune_seed0.json")
+    whole = load_result(tmp_path / "whole" / f"{name}.json")
     assert resumed.acc_matrix == whole.acc_matrix and resumed.random_init == whole.random_init
 
 
