@@ -23,6 +23,24 @@ def test_digits_dataset(dig):
     assert torch.equal(digits().x_train, dig.x_train)  # fixed split
 
 
+def test_digits_are_scikit_learns_read_without_importing_it(dig):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = np.rint(raw.images * (255.0 / 16.0)).astype(np.uint8)
+    ours = torch.cat([dig.x_train, dig.x_test])[:, 0].numpy()
+    labels = torch.cat([dig.y_train, dig.y_test]).numpy()
+    order = np.lexsort(ours.reshape(len(ours), -1).T[::-1])  # the same multiset of (image, label) pairs
+    ref = np.lexsort(images.reshape(len(images), -1).T[::-1])
+    assert np.array_equal(ours[order], images[ref]) and np.array_equal(labels[order], raw.target[ref])
+    code = "import sys, continual; continual.digits(); assert 'sklearn' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_transform_per_channel_and_augment():
     calls = []
 
