@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import ContinualError
 
 DEMO_BENCHMARK = "split-digits"
+THREADS_HELP = "CPU threads (default: the model's, 1 for the benchmarks' models; see benchmarks/README.md)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,20 +46,22 @@ def _progress(total: int, desc: str, quiet: bool):
     return bar, callback
 
 
-def _run_many(configs, out: Path, quiet: bool) -> list:
+def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> list:
     """Run each configuration, save its result file, return the results.
 
     Each run checkpoints after every experience under ``out/.checkpoints/<name>``; the same
     command started again after a crash resumes there. The checkpoints go once the result is saved.
+    Each run uses ``threads`` CPU threads, or its model's default (:func:`continual.experiment.choose_threads`).
     """
     import shutil
 
-    from .experiment import run
+    from .experiment import choose_threads, run, set_threads
     from .results import save_result
 
     results = []
     for cfg in configs:
         resolved = cfg.resolve()
+        set_threads(choose_threads(resolved.model, requested=threads))
         name = result_name(resolved)
         total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
         bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
@@ -119,7 +122,7 @@ def cmd_run(args) -> int:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
     base.resolve()  # check every name and value before anything runs
     configs = [base.override({"seed": args.seed + k}) for k in range(args.seeds)]
-    results = _run_many(configs, Path(args.out), args.quiet)
+    results = _run_many(configs, Path(args.out), args.quiet, args.threads)
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
@@ -134,6 +137,10 @@ def cmd_pretrain(args) -> int:
             classes = [int(c) for c in args.classes.split(",")]
         except ValueError:
             raise ContinualError(f"--classes {args.classes!r}: expected comma-separated labels like 0,1,2") from None
+    from .benchmarks import get_benchmark
+    from .experiment import choose_threads, set_threads
+
+    set_threads(choose_threads(args.model or get_benchmark(args.benchmark).model, requested=args.threads))
     source = pretrain(args.benchmark, args.out, classes=classes, model=args.model, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device)
     print(f"pretrained {args.model or 'the default model'} on {args.benchmark} classes {source['classes']} "
@@ -141,14 +148,16 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def demo_pretrained(out: Path, device: str) -> tuple[Path, dict]:
+def demo_pretrained(out: Path, device: str, threads: int | None = None) -> tuple[Path, dict]:
     """The demo's checkpoint for the transfer baselines: the first experience's classes of the demo stream.
 
     Source: split-digits classes 0 and 1 (the stream's first experience), training split only, so
     no future class and no test image is seen; written to the demo folder (retrained each time, in about a second).
     """
+    from .experiment import choose_threads, set_threads
     from .transfer import pretrain
 
+    set_threads(choose_threads("mlp", requested=threads))  # the demo benchmark's model
     path = out / "pretrained_split-digits_classes0-1.pt"
     return path, pretrain(DEMO_BENCHMARK, path, classes=[0, 1], device=device, seed=0)
 
@@ -185,8 +194,12 @@ def cmd_plot(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import Sweep, print_outcome, run_sweep
 
+    from .experiment import choose_threads
+
     sweep = Sweep.from_file(args.file).override(_parse_sets(args.set))
     configs = sweep.configs()  # every name and value checked before anything runs
+    if args.threads is not None:
+        choose_threads(None, requested=args.threads)
     print(f"sweep {args.file}: {len(configs)} runs -> {sweep.out}", file=sys.stderr)
     if args.dry_run:
         from .sweep import run_dir
@@ -206,7 +219,8 @@ def cmd_sweep(args) -> int:
             show(o)
 
     try:
-        outcomes = run_sweep(sweep, workers=args.workers, engine=args.engine, address=args.address, on_outcome=on_outcome)
+        outcomes = run_sweep(sweep, workers=args.workers, engine=args.engine, address=args.address, on_outcome=on_outcome,
+                             threads=args.threads)
     finally:
         bar.close()
     failed = [o for o in outcomes if o.status == "failed"]
@@ -241,10 +255,14 @@ def cmd_demo(args) -> int:
     from .results import format_table, summarize
     from .strategies import STRATEGIES
 
+    from .experiment import choose_threads
+
+    if args.threads is not None:
+        choose_threads(None, requested=args.threads)  # checked before anything runs
     out = Path(args.out)
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
           f"device {args.device}", file=sys.stderr)
-    ckpt, source = demo_pretrained(out, args.device)
+    ckpt, source = demo_pretrained(out, args.device, args.threads)
     print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
           f"(the first experience, training split only) -> {ckpt}", file=sys.stderr)
     configs = [
@@ -252,7 +270,7 @@ def cmd_demo(args) -> int:
                   pretrained=str(ckpt) if STRATEGIES[name].needs_pretrained else None)
         for name in STRATEGIES for seed in range(args.seeds)
     ]
-    results = _run_many(configs, out, args.quiet)
+    results = _run_many(configs, out, args.quiet, args.threads)
     print(format_table(summarize(results)))
     figures = save_figures(results, out)
     print(f"accuracy-over-tasks plot: {figures[0]}")
@@ -310,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download missing dataset files (SHA-256 verified) into --data-root, $CONTINUAL_DATA or "
                         "~/.cache/continual; without it nothing is downloaded")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 
@@ -323,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="the checkpoint file to write")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("plot", help="draw curves and heatmaps from results files or folders")
@@ -335,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local engine: parallel processes")
     p.add_argument("--engine", default="local", choices=("local", "ray"), help="local (default) or ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per run (default: the model's default within cores // workers; Ray: 1 per task)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their folders, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_sweep)
@@ -347,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="continual-demo", help="folder for results and figures")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 

@@ -174,6 +174,41 @@ def environment(device: torch.device) -> dict[str, object]:
     return env
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# Threads a CPU run uses by default, per model (benchmarks/threads.py; figures in
+# benchmarks/README.md). A model not listed uses every core it is given.
+THREADS: dict[str, int] = {"mlp": 1, "convnet": 1, "resnet18": 1, "resnet18-full": 1, "resnet18-torchvision": 1}
+
+
+def choose_threads(model: str | None, *, requested: int | None = None, workers: int = 1) -> int:
+    """The number of CPU threads for a run of ``model``: ``requested`` if given, else the
+    model's entry in :data:`THREADS`, never more than this process's share of the cores
+    (``cores // workers`` when ``workers`` processes run side by side, at least 1).
+
+    Raises:
+        ContinualError: for a ``requested`` count below 1.
+
+    >>> choose_threads("mlp", requested=3)
+    3
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ContinualError(f"--threads {requested} must be at least 1 (or left out for the default per model)")
+        return requested
+    share = max(1, available_cores() // max(1, workers))
+    return min(share, THREADS.get(model or "", share))
+
+
+def set_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` (intra-op threads: matrix products, convolutions)."""
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 CHECKPOINT_FORMAT = "continual.checkpoint"
 
 

@@ -157,16 +157,21 @@ def is_finished(folder: Path) -> bool:
         return False
 
 
-def _execute(config_dict: dict, checkpoint_dir: str | None = None) -> dict:
+def _execute(config_dict: dict, checkpoint_dir: str | None = None, threads: int | None = None, workers: int = 1) -> dict:
     """Run one configuration (in this process, a pool worker or a Ray task) -> result dict or error.
 
     With a ``checkpoint_dir`` (local engines: the run's folder) the run checkpoints after each
-    experience and resumes from there when the sweep is started again after a crash.
+    experience and resumes from there when the sweep is started again after a crash. The run
+    uses ``threads`` CPU threads, or its model's default within a ``1/workers`` share of the cores
+    (:func:`continual.experiment.choose_threads`), so parallel workers share the cores instead of
+    each taking all of them.
     """
-    from .experiment import run
+    from .experiment import choose_threads, run, set_threads
 
     try:
-        return {"ok": True, "result": run(RunConfig(**config_dict), checkpoint_dir=checkpoint_dir).to_dict()}
+        config = RunConfig(**config_dict)
+        set_threads(choose_threads(config.model or config.resolve().model, requested=threads, workers=workers))
+        return {"ok": True, "result": run(config, checkpoint_dir=checkpoint_dir).to_dict()}
     except ContinualError as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # a failed run is reported, not fatal to the sweep
@@ -199,6 +204,7 @@ def run_sweep(
     engine: str = "local",
     address: str | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    threads: int | None = None,
 ) -> list[Outcome]:
     """Run every configuration of ``sweep`` that has no valid result yet.
 
@@ -208,6 +214,8 @@ def run_sweep(
         engine: ``"local"`` or ``"ray"`` (each run a Ray task; needs the ``ray`` extra).
         address: Ray cluster address (default: start a local Ray instance).
         on_outcome: called once per run as it finishes (progress display).
+        threads: CPU threads per run (default: the model's default within ``cores // workers``;
+            a Ray task uses as many as the CPUs it reserves, 1 by default).
 
     Returns:
         One :class:`Outcome` per configuration, in grid order.
@@ -235,17 +243,18 @@ def run_sweep(
             on_outcome(outcomes[i])
 
     if engine == "ray":
-        _run_ray(pending, address, finish)
+        _run_ray(pending, address, finish, threads or 1)
     elif workers == 1:
         for i, cfg, folder in pending:
-            finish(i, cfg, folder, _execute(cfg.to_dict(), str(folder / "checkpoints")))
+            finish(i, cfg, folder, _execute(cfg.to_dict(), str(folder / "checkpoints"), threads))
     else:
         import concurrent.futures as cf
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # no forked torch threads
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_execute, cfg.to_dict(), str(folder / "checkpoints")): (i, cfg, folder) for i, cfg, folder in pending}
+            futures = {pool.submit(_execute, cfg.to_dict(), str(folder / "checkpoints"), threads, workers): (i, cfg, folder)
+                       for i, cfg, folder in pending}
             for fut in cf.as_completed(futures):
                 i, cfg, folder = futures[fut]
                 try:
@@ -256,7 +265,7 @@ def run_sweep(
     return [outcomes[i] for i in range(len(configs))]
 
 
-def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None, finish) -> None:
+def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None, finish, threads: int) -> None:
     try:
         import ray
     except ModuleNotFoundError:
@@ -270,7 +279,7 @@ def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None
         refs = {}
         for i, cfg, folder in pending:
             gpus = 1 if str(cfg.device).startswith("cuda") else 0
-            refs[remote.options(num_cpus=1, num_gpus=gpus).remote(cfg.to_dict())] = (i, cfg, folder)
+            refs[remote.options(num_cpus=threads, num_gpus=gpus).remote(cfg.to_dict(), None, threads)] = (i, cfg, folder)
         waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)

@@ -94,3 +94,29 @@ def test_compare_and_plot_group_by_configuration_not_label(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "finetune [num_experiences=3]" in table and "finetune [num_experiences=5]" in table
     assert main(["plot", str(out)]) == 0
+
+
+def test_threads_default_per_model_and_as_asked(tmp_path):
+    import torch
+
+    from continual.experiment import THREADS, available_cores, choose_threads
+    from continual.results import load_result
+
+    assert choose_threads("mlp") == min(THREADS["mlp"], available_cores())
+    assert choose_threads("some-user-model") == available_cores()  # not listed: every core it is given
+    assert choose_threads("some-user-model", workers=available_cores() * 4) == 1  # workers share the cores
+    assert choose_threads("mlp", requested=3) == 3
+    before = torch.get_num_threads()
+    try:
+        assert main(["run", "--epochs", "1", "--device", "cpu", "--threads", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    (result,) = tmp_path.glob("*.json")
+    assert load_result(result).environment["torch_threads"] == 2
+
+
+@pytest.mark.parametrize("command", [["run"], ["demo"], ["pretrain", "--out", "x.pt"]])
+def test_threads_below_one_is_a_one_line_error(command, tmp_path, capsys):
+    assert main([*command, "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--threads 0 must be at least 1" in err

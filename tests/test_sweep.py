@@ -112,6 +112,17 @@ def test_process_pool_gives_the_same_results(tmp_path):
         assert load_result(a.folder / "result.json").acc_matrix == load_result(b.folder / "result.json").acc_matrix
 
 
+def test_pool_workers_share_the_cores(tmp_path):
+    from continual.experiment import choose_threads
+
+    obj = {"out": str(tmp_path), "seeds": 2, "base": {"epochs": 1, "device": "cpu"}, "strategies": {"finetune": {}}}
+    outcomes = run_sweep(Sweep.from_dict(obj), workers=2)
+    for o in outcomes:
+        assert load_result(o.folder / "result.json").environment["torch_threads"] == choose_threads("mlp", workers=2)
+    again = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "b")}), workers=2, threads=2)
+    assert all(load_result(o.folder / "result.json").environment["torch_threads"] == 2 for o in again)
+
+
 def test_ray_engine_runs_a_two_configuration_sweep(tmp_path):
     pytest.importorskip("ray", reason="the 'ray' extra is not installed")
     sweep = Sweep.from_dict({"out": str(tmp_path), "seeds": 1, "base": {"epochs": 1, "device": "cpu"},
