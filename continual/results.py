@@ -157,20 +157,29 @@ def load_result(path: str | Path) -> Result:
     """Read and validate one results file.
 
     Raises:
-        ContinualError: naming the file and what is wrong (missing, not JSON, wrong schema...).
+        ContinualError: naming the file and what is wrong (missing, unreadable, not UTF-8, not
+            JSON, nested too deeply to parse, wrong schema...).
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        obj = _read_json(path)
     except FileNotFoundError:
         raise ContinualError(f"{path}: no such results file") from None
     except OSError as exc:
-        raise ContinualError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        obj = json.loads(text)
+        raise ContinualError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ContinualError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    except RecursionError:
+        raise ContinualError(f"{path}: JSON nested too deeply to read") from None
     except json.JSONDecodeError as exc:
         raise ContinualError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     return result_from_dict(obj, str(path))
+
+
+def _read_json(path: Path) -> object:
+    """``json.loads`` of the file's strict UTF-8 text (OSError, UnicodeDecodeError, RecursionError
+    and JSONDecodeError pass through)."""
+    return json.loads(path.read_bytes().decode("utf-8"))
 
 
 def find_results(paths: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
@@ -206,8 +215,8 @@ def find_results(paths: Iterable[str | Path]) -> tuple[list[Result], list[str]]:
 def _claims_schema(path: Path) -> bool:
     """True unless the file is valid JSON that does not claim to be a results file."""
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
+        obj = _read_json(path)
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, too deep
         return True
     return not isinstance(obj, dict) or "schema" in obj
 

@@ -81,3 +81,31 @@ def test_summary_table():
     assert m == pytest.approx((0.5 + 0.7) / 2) and h == pytest.approx(4.303 * 0.05 / 3**0.5 * 1, rel=1e-3)
     text = format_table(rows)
     assert "a" in text and "60.0 ± " in text and "35.0" in text and "95% CI" in text
+
+
+def _flip_one_bit(data: bytes) -> bytes:
+    at = data.find(b'"acc_matrix"') + 1
+    return data[:at] + bytes([data[at] ^ 0x80]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: b"\xff\xfe\x00garbage\x81" * 50, "not UTF-8 text (byte 0xff at offset 0)"),
+    (_flip_one_bit, "not UTF-8 text (byte 0xe1 at offset"),
+    (lambda data: b"[" * 200_000 + b"]" * 200_000, "JSON nested too deeply to read"),
+    (lambda data: b'{"schema": ' * 200_000 + b"1" + b"}" * 200_000, "JSON nested too deeply to read"),
+], ids=["garbage", "one-flipped-bit", "deep-list", "deep-object"])
+def test_files_with_bad_bytes_are_skipped_with_one_line(tmp_path, capsys, damage, message):
+    from continual.cli import main
+
+    good = save_result(fake("ewc", 0, 0.7), tmp_path / "good.json")
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(ContinualError) as info:
+        load_result(bad)
+    assert str(info.value).startswith(f"{bad}: {message}")
+    results, problems = find_results([tmp_path])
+    assert len(results) == 1 and len(problems) == 1 and problems[0].startswith(f"{bad}: {message}")
+    for command in ("compare", "plot"):
+        assert main([command, str(tmp_path)]) == 0
+        err = capsys.readouterr().err
+        assert err.startswith(f"continual: skipped {bad}: {message}") and err.count("\n") == 1, err
