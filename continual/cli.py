@@ -122,10 +122,18 @@ def cmd_run(args) -> int:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
     base.resolve()  # check every name and value before anything runs
     configs = [base.override({"seed": args.seed + k}) for k in range(args.seeds)]
+    _check_writable(args.out)
     results = _run_many(configs, Path(args.out), args.quiet, args.threads)
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
+
+
+def _check_writable(folder) -> None:
+    """One line now, before training, if the output folder cannot be created or written."""
+    from .files import check_writable
+
+    check_writable(Path(folder))
 
 
 def cmd_pretrain(args) -> int:
@@ -141,6 +149,7 @@ def cmd_pretrain(args) -> int:
     from .experiment import choose_threads, set_threads
 
     set_threads(choose_threads(args.model or get_benchmark(args.benchmark).model, requested=args.threads))
+    _check_writable(Path(args.out).parent)
     source = pretrain(args.benchmark, args.out, classes=classes, model=args.model, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device)
     print(f"pretrained {args.model or 'the default model'} on {args.benchmark} classes {source['classes']} "
@@ -262,6 +271,7 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
           f"device {args.device}", file=sys.stderr)
+    _check_writable(out)
     ckpt, source = demo_pretrained(out, args.device, args.threads)
     print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
           f"(the first experience, training split only) -> {ckpt}", file=sys.stderr)
@@ -391,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (`| head`): not an error of the run
         sys.stdout = None  # nothing more reaches the closed pipe, and Python's exit flush stays quiet
         return 0
+    except OSError as exc:  # a file error no check above turned into a ContinualError: still one line
+        where = exc.filename if exc.filename is not None else "?"
+        print(f"continual: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

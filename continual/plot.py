@@ -143,10 +143,16 @@ def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = 
     """Write the standard figures for ``results`` into ``out_dir`` and return their paths.
 
     Per benchmark and scenario: ``curves_<benchmark>_<scenario>.png`` (every strategy); per
-    strategy: ``experiences_...png`` and ``matrix_...png`` (mean over seeds).
+    strategy: ``experiences_...png`` and ``matrix_...png`` (mean over seeds). Each file is written
+    atomically with the umask's mode (:func:`continual.files.atomic_write_bytes`).
+
+    Raises:
+        ContinualError: ``out_dir`` (checked before any figure is drawn) or a figure cannot be
+            written; one line naming the path and the cause.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .files import check_writable
+
+    out = check_writable(out_dir)  # a folder it cannot write is one line before any figure is drawn
     written = []
     by_setting: dict[tuple[str, str], list[Result]] = {}
     for r in results:
@@ -164,8 +170,13 @@ def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = 
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)  # a figure is replaced whole or not at all
-    return path
+    import io
+
+    from .files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getbuffer())  # replaced whole or not at all; the umask's mode

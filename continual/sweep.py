@@ -42,6 +42,7 @@ from pathlib import Path
 
 from .errors import ContinualError
 from .experiment import RunConfig
+from .files import check_writable
 from .results import atomic_write_text, load_result, result_from_dict, save_result
 
 ENGINES = ("local", "ray")
@@ -225,6 +226,7 @@ def run_sweep(
     if workers < 1:
         raise ContinualError(f"--workers {workers} must be at least 1")
     configs = sweep.configs()
+    check_writable(sweep.out)
     outcomes: dict[int, Outcome] = {}
     pending: list[tuple[int, RunConfig, Path]] = []
     for i, cfg in enumerate(configs):

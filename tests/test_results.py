@@ -29,7 +29,7 @@ def test_round_trip(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path):
     path = save_result(fake("a", 0, 0.8), tmp_path / "r.json")
     before = path.read_text()
-    with mock.patch("os.replace", side_effect=OSError("disk full")), pytest.raises(OSError):
+    with mock.patch("os.replace", side_effect=OSError("disk full")), pytest.raises(ContinualError, match="r.json: disk full"):
         save_result(fake("a", 0, 0.1), path)
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind

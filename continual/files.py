@@ -1,0 +1,172 @@
+"""Files written safely: atomic writes with the user's file mode and one-line errors.
+
+Everything ``continual`` writes (results, ``config.json``, checkpoints, pretrained backbones,
+figures, ``compare.md``/``.csv``) goes through :func:`atomic_write_bytes`:
+
+- **Atomic**: written to a temporary file ``.NAME.XXXXXXXX.tmp`` in the same folder, flushed to
+  disk, then renamed over ``NAME`` (and the folder flushed, where the file system allows); a
+  reader never sees a half-written file and a good file is only ever replaced whole. On any
+  failure the temporary file is removed.
+- **Mode**: the file gets the mode the user's umask gives a normal file (``0o666 & ~umask``),
+  not ``tempfile``'s private 0600, so colleagues can read results on a shared machine when the
+  umask says so.
+- **Errors**: a failed write (read-only file system, no permission, full disk, a path under a
+  file...) raises :class:`~continual.errors.ContinualError` naming the path and the cause, and for
+  a full disk how much was needed and how much is free.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ContinualError
+
+
+# ------------------------------------------------------------------------------------------ writing
+def file_mode() -> int:
+    """The mode a new normal file gets under the process's umask: ``0o666 & ~umask``."""
+    try:  # Linux: read the umask without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def write_error(exc: OSError, path: str | Path, *, needed: int | None = None) -> ContinualError:
+    """A one-line :class:`ContinualError` for a failed write: ``<path>: <cause>``.
+
+    ``path`` is the file or folder the user asked for (the failing part of it when the error
+    names one, e.g. a folder that cannot be created); for a full disk the message adds how much
+    the write needed (``needed``) and how much is free.
+    """
+    where = Path(exc.filename) if exc.filename and not str(exc.filename).endswith(".tmp") else Path(path)
+    if isinstance(exc, FileExistsError) and where.exists() and not where.is_dir():
+        cause = "exists and is not a folder"
+    else:
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        cause = cause[0].lower() + cause[1:] if cause[:1].isupper() and cause[1:2].islower() else cause
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        parts = [f"needed {_size(needed)}"] if needed is not None else []
+        folder = where if where.is_dir() else where.parent
+        try:
+            parts.append(f"{_size(shutil.disk_usage(folder).free)} free")
+        except OSError:
+            pass
+        cause += f" ({', '.join(parts)})" if parts else ""
+    return ContinualError(f"{where}: {cause}")
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, folder) from None
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically (see the module docstring), creating its folder.
+
+    Raises:
+        ContinualError: the write failed; the message names ``path`` and the cause. Nothing is
+            left behind and an existing ``path`` is unchanged.
+    """
+    path = Path(path)
+    _mkdir(path.parent)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        _remove(tmp)
+        tmp = None
+        raise write_error(exc, path, needed=len(data)) from None
+    finally:
+        _remove(tmp)  # any other failure (KeyboardInterrupt...)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (power loss); best effort: not every file system can."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> Path:
+    """``torch.save`` of ``obj`` to ``path`` atomically; see :func:`atomic_write_bytes`.
+
+    The object is serialised in memory first, so a write error is one the file system reports
+    (with the size that was needed), never a failure inside ``torch.save``'s writer.
+
+    Args:
+        obj: what to save (tensors and plain values, to load with ``weights_only=True``).
+        path: the file.
+    """
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getbuffer())
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and write and remove a probe file in it, so a run learns that
+    it cannot save its results before it trains rather than after.
+
+    Raises:
+        ContinualError: naming the folder (or the part of its path) and why it cannot be written.
+    """
+    folder = Path(folder)
+    _mkdir(folder)
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".continual-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_error(exc, folder) from None
+    return folder
