@@ -388,10 +388,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(show):
+    """``warnings.showwarning`` that prints a :class:`ContinualWarning` as one line."""
+    from .errors import ContinualWarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ContinualWarning):
+            print(f"continual: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(warnings.showwarning)
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except ContinualError as exc:
         print(f"continual: error: {exc}", file=sys.stderr)
         return 2

@@ -3,3 +3,8 @@
 
 class ContinualError(ValueError):
     """A bad value from the user (a name, a file, a config value), with what would be accepted."""
+
+
+class ContinualWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. a file that cannot be
+    verified); the CLI prints it as one line, ``continual: warning: ...``."""

@@ -217,27 +217,89 @@ def _config_text(cfg: RunConfig) -> str:
 
 
 def save_checkpoint(folder: Path, index: int, cfg: RunConfig, acc, trainer: Trainer, wall: float) -> Path:
-    """Write the state after experience ``index`` atomically (temporary file, then rename) and
-    keep only this checkpoint and the one before it."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the state after experience ``index`` atomically (temporary file, then rename), with
+    the SHA-256 digest of its content inside (:func:`continual.files.with_checksum`), and keep
+    only this checkpoint and the one before it."""
     state = {
         "format": CHECKPOINT_FORMAT, "version": 1, "config": _config_text(cfg), "index": index,
         "acc_matrix": torch.from_numpy(acc.values.copy()), "random_init": torch.from_numpy(acc.random_init.copy()),
         "trainer": trainer.state_dict(), "wall": wall,
     }
-    path = atomic_torch_save(state, folder / f"checkpoint-{index:04d}.pt")
+    path = atomic_torch_save(state, folder / f"checkpoint-{index:04d}.pt", checksum=True)
     for old in sorted(folder.glob("checkpoint-*.pt"))[:-2]:
         old.unlink(missing_ok=True)
     return path
 
 
-def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], None] | None = None) -> dict | None:
+def _is_tensor(value: object, *, dim: int | None = None, dtype: torch.dtype | None = None) -> bool:
+    return isinstance(value, torch.Tensor) and (dim is None or value.dim() == dim) and (dtype is None or value.dtype == dtype)
+
+
+def _checkpoint_problem(state: dict, trainer: Trainer | None) -> str | None:
+    """What makes a checksummed checkpoint of this configuration unusable, or ``None``.
+
+    Checked: every entry :meth:`Trainer.load_state_dict` and the resume read, with its type
+    (the accuracy matrix square, ``random_init`` and ``index`` fitting it; generator states byte
+    tensors); with ``trainer``, also the number of plugin states, the generator state sizes and
+    the timing names. Not checked: the model's and the plugins' own entries (their
+    ``load_state_dict`` does), which the checksum guarantees are what this configuration wrote.
+    """
+    acc, init, index = state.get("acc_matrix"), state.get("random_init"), state.get("index")
+    if not (_is_tensor(acc, dim=2) and acc.shape[0] == acc.shape[1] and acc.shape[0] > 0):
+        return "no square 'acc_matrix'"
+    if not (_is_tensor(init, dim=1) and init.shape[0] == acc.shape[0]):
+        return "no 'random_init' of one entry per experience"
+    if not (isinstance(index, int) and 0 <= index < acc.shape[0]):
+        return "no valid 'index'"
+    if not isinstance(state.get("wall"), (int, float)) or isinstance(state.get("wall"), bool):
+        return "no 'wall' time"
+    ts = state.get("trainer")
+    if not isinstance(ts, dict):
+        return "no 'trainer' state"
+    kinds = {"model": dict, "optimizer": dict, "plugins": list, "timings": dict, "penalties": dict, "added_groups": list}
+    for key, kind in kinds.items():
+        if not isinstance(ts.get(key), kind):
+            return f"no {key!r} in the trainer state"
+    for key in ("generator", "augment_generator", "torch_rng"):
+        if not _is_tensor(ts.get(key), dim=1, dtype=torch.uint8):
+            return f"no {key!r} in the trainer state"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ts["model"].items()):
+        return "a trainer 'model' state that is not a state dict"
+    opt = ts["optimizer"]
+    if not (isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in opt["param_groups"])):
+        return "a trainer 'optimizer' state that is not an optimizer state dict"
+    if not all(isinstance(names, list) and all(isinstance(n, str) for n in names) for names in ts["added_groups"]):
+        return "a trainer 'added_groups' entry that is not a list of parameter names"
+    if not all(isinstance(v, list) for v in list(ts["timings"].values()) + list(ts["penalties"].values())):
+        return "trainer 'timings' or 'penalties' that are not lists"
+    if trainer is not None:
+        if len(ts["plugins"]) != len(trainer.plugins):
+            return f"{len(ts['plugins'])} plugin states for {len(trainer.plugins)} plugins"
+        if set(ts["timings"]) != set(trainer.timings.lists()):
+            return "trainer 'timings' of other phases"
+        for key, gen in (("generator", trainer.generator), ("augment_generator", trainer.augment_generator)):
+            if ts[key].numel() != gen.get_state().numel():
+                return f"a trainer {key!r} state of another size"
+        if ts["torch_rng"].numel() != torch.get_rng_state().numel():
+            return "a trainer 'torch_rng' state of another size"
+    return None
+
+
+def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], None] | None = None, *,
+                    trainer: Trainer | None = None) -> dict | None:
     """The newest valid checkpoint in ``folder`` for this configuration, or ``None``.
 
-    A corrupt or truncated checkpoint (or one written for another configuration) is reported
-    through ``on_problem`` and passed over for the one before it, so the run repeats at most the
-    experience whose checkpoint was lost.
+    A checkpoint is used only if it loads (``weights_only=True``), its SHA-256 content digest
+    matches (:func:`continual.files.checksum_problem`), it was written for this configuration, and
+    it holds every entry a resume needs, each of the right type (see :func:`_checkpoint_problem`;
+    with ``trainer``, also sized for it). Any other checkpoint (corrupt, truncated, changed after
+    it was written, without a checksum as written before checksums were stored, incomplete, or of
+    another configuration) is reported through ``on_problem`` and passed over for the one before
+    it, so the run repeats at most the experiences whose checkpoints were lost.
     """
+    from .files import checksum_problem
+
     for path in sorted(folder.glob("checkpoint-*.pt"), reverse=True):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -247,9 +309,21 @@ def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], No
             if on_problem:
                 on_problem(f"{path}: unreadable checkpoint ({type(exc).__name__}), using the one before")
             continue
-        if state["config"] != _config_text(cfg):
+        problem = checksum_problem(state)
+        if problem == "no checksum":
+            problem = "no checksum (written before checksums were stored)"
+        elif problem:
+            problem = "checksum mismatch (the file changed after it was written)"
+        elif state.get("config") != _config_text(cfg):
             if on_problem:
                 on_problem(f"{path}: written for another configuration, ignored")
+            continue
+        else:
+            problem = _checkpoint_problem(state, trainer)
+            problem = problem and f"incomplete checkpoint ({problem})"
+        if problem:
+            if on_problem:
+                on_problem(f"{path}: {problem}, using the one before")
             continue
         return state
     return None
@@ -270,7 +344,10 @@ def run(
         checkpoint_dir: if given, a checkpoint is written there after each experience, and a
             run started again with the same configuration resumes after the last experience
             with a valid checkpoint, ending with the same accuracy matrix as an uninterrupted
-            run on CPU. The folder is left in place; remove it once the result is saved.
+            run on CPU. Checkpoints carry a checksum and are verified before use (see
+            :func:`load_checkpoint`). The folder is left in place; remove it once the result is
+            saved. Locking the folder against a second process is the caller's part
+            (``continual run`` and ``continual sweep`` do, see :class:`continual.files.FolderLock`).
         on_problem: receives a message for each checkpoint that could not be used.
 
     Example:
@@ -314,7 +391,7 @@ def run(
     resume, wall_before = None, 0.0
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:
-        state = load_checkpoint(folder, cfg, on_problem)
+        state = load_checkpoint(folder, cfg, on_problem, trainer=trainer)
         if state is not None:
             trainer.load_state_dict(state["trainer"])
             resume = AccuracyMatrix.from_rows(state["acc_matrix"].numpy(), state["random_init"].numpy())

@@ -21,14 +21,15 @@ split-digits (0 and 1, training split only): the stream's own first experience, 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import ContinualError
-from .results import atomic_torch_save
+from .errors import ContinualError, ContinualWarning
+from .files import atomic_torch_save, checksum_problem
 from .strategies import Context, Strategy, register
 
 CHECKPOINT_FORMAT = "continual.pretrained"
@@ -138,25 +139,34 @@ def _keys(keys: Sequence[str], limit: int = 6) -> str:
 def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, input_shape: Sequence[int], source: dict | None = None) -> Path:
     """Write ``model``'s backbone weights (not its head) with what it was trained on; atomic.
 
-    The file holds ``{"format", "version", "model", "input_shape", "source", "state_dict"}``
-    (tensors, strings and numbers only, so it loads with ``weights_only=True``).
+    The file holds ``{"format", "version", "model", "input_shape", "source", "state_dict",
+    "sha256"}`` (tensors, strings and numbers only, so it loads with ``weights_only=True``);
+    ``sha256`` is the digest of the rest's content (:func:`continual.files.with_checksum`),
+    verified by :func:`read_checkpoint`.
     """
     path = Path(path)
     head_keys = {f"head.{k}" for k in _head(model).state_dict()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in head_keys}
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model_name,
                "input_shape": [int(s) for s in input_shape], "source": dict(source or {}), "state_dict": state}
-    return atomic_torch_save(payload, path)
+    return atomic_torch_save(payload, path, checksum=True)
 
 
 def read_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint (ours, or a plain state dict) with ``weights_only=True``.
 
+    A file written by :func:`save_checkpoint` carries the SHA-256 digest of its content, checked
+    here: a file that fails (a flipped bit, a changed value) is refused. One written by continual
+    before checksums were stored is accepted with a :class:`~continual.errors.ContinualWarning`
+    saying so (re-create it with ``continual pretrain`` to have it verified); a plain state dict
+    cannot carry a checksum and is accepted unverified.
+
     Returns:
         ``{"model": name or None, "input_shape": list or None, "source": dict, "state_dict": dict}``.
 
     Raises:
-        ContinualError: for a missing or unreadable file or one that holds no state dict.
+        ContinualError: for a missing or unreadable file, one that fails its checksum, or one
+            that holds no state dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -168,6 +178,16 @@ def read_checkpoint(path: str | Path) -> dict:
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         if data.get("version") != CHECKPOINT_VERSION:
             raise ContinualError(f"checkpoint {str(path)!r} has version {data.get('version')!r}; this continual reads version {CHECKPOINT_VERSION}")
+        problem = checksum_problem(data)
+        if problem == "no checksum":
+            warnings.warn(f"pretrained checkpoint {str(path)!r} has no checksum (written before checksums were stored), "
+                          "so it is not verified; re-create it with 'continual pretrain' to have it verified",
+                          ContinualWarning, stacklevel=2)
+        elif problem:
+            raise ContinualError(f"pretrained checkpoint {str(path)!r} fails its checksum (the file changed after it was "
+                                 "written); re-create it with 'continual pretrain ... --out PATH'")
+        if not isinstance(data.get("state_dict"), dict):
+            raise ContinualError(f"checkpoint {str(path)!r} has no 'state_dict'; expected a file written by 'continual pretrain'")
         return {"model": data.get("model"), "input_shape": data.get("input_shape"), "source": data.get("source", {}), "state_dict": data["state_dict"]}
     if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
         return {"model": None, "input_shape": None, "source": {}, "state_dict": data}
@@ -185,8 +205,9 @@ def load_backbone(model: nn.Module, path: str | Path, *, model_name: str | None 
         The checkpoint's metadata (``model``, ``input_shape``, ``source``).
 
     Raises:
-        ContinualError: for a missing or corrupt file, another architecture, or mismatched
-            shapes; the message lists the offending keys.
+        ContinualError: for a missing or corrupt file (or one that fails its checksum, see
+            :func:`read_checkpoint`), another architecture, or mismatched shapes; the message
+            lists the offending keys.
     """
     ckpt = read_checkpoint(path)
     where = f"checkpoint {str(path)!r}"

@@ -1,4 +1,4 @@
-"""Safe files: the umask's mode, one-line write errors.
+"""Safe files: the umask's mode, one-line write errors, content checksums.
 
 The tests run as root on CI, where permission bits do not stop a write: read-only, forbidden and
 full file systems are simulated by making ``os.replace`` / ``os.fsync`` / ``tempfile.mkstemp``
@@ -20,6 +20,9 @@ from continual.files import (
     atomic_torch_save,
     atomic_write_text,
     check_writable,
+    checksum_problem,
+    content_digest,
+    with_checksum,
 )
 from continual.results import save_result
 from tests.test_results import fake
@@ -53,7 +56,7 @@ def one_line_error(capsys):
 def test_written_files_get_the_mode_of_the_umask(tmp_path, capsys, mask, expected):
     with umask(mask):
         atomic_write_text(tmp_path / "config.json", "{}")
-        atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "checkpoint-0000.pt")
+        atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "checkpoint-0000.pt", checksum=True)
         for s in range(2):
             save_result(fake("ewc", s, 0.7), tmp_path / f"ewc{s}.json")
         assert main(["compare", str(tmp_path)]) == 0  # compare.md, compare.csv and a PNG
@@ -138,6 +141,41 @@ def test_any_other_os_error_in_the_cli_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr("continual.cli.cmd_list", denied)
     assert main(["list"]) == 2
     assert one_line_error(capsys) == "continual: error: /somewhere/file: Permission denied\n"
+
+
+# ---------------------------------------------------------------------------------------- checksums
+def test_the_content_digest_sees_every_value_and_shape():
+    state = {"w": torch.arange(6.0).reshape(2, 3), "opt": {"state": {0: {"step": torch.tensor(3.0)}}, "lr": 0.1},
+             "names": ["a", "b"], "flag": True, "none": None}
+    digest = content_digest(state)
+    assert content_digest({**state, "w": state["w"].clone()}) == digest  # values, not identity
+    changed = [
+        {**state, "w": state["w"].reshape(3, 2)},
+        {**state, "w": state["w"].to(torch.float64)},
+        {**state, "opt": {"state": {0: {"step": torch.tensor(4.0)}}, "lr": 0.1}},
+        {**state, "names": ("a", "b")},
+        {**state, "flag": 1},
+        {k: v for k, v in state.items() if k != "none"},
+    ]
+    for other in changed:
+        assert content_digest(other) != digest
+    for i in range(6):  # every single-bit change of every tensor byte
+        w = state["w"].clone()
+        w.view(-1).view(torch.uint8)[i * 4] ^= 1
+        assert content_digest({**state, "w": w}) != digest
+
+
+def test_a_saved_checksum_verifies_and_catches_a_flipped_byte(tmp_path):
+    path = atomic_torch_save({"format": "x", "w": torch.arange(1000.0)}, tmp_path / "c.pt", checksum=True)
+    state = torch.load(path, weights_only=True)
+    assert state["sha256"] == with_checksum({"format": "x", "w": torch.arange(1000.0)})["sha256"]
+    assert checksum_problem(state) is None
+    data = bytearray(path.read_bytes())
+    data[data.find(torch.arange(1000.0)[500:501].numpy().tobytes())] ^= 0x10  # inside the tensor's bytes
+    path.write_bytes(data)
+    flipped = torch.load(path, weights_only=True)  # torch reads it without complaint
+    assert checksum_problem(flipped) == "checksum mismatch"
+    assert checksum_problem({"w": torch.zeros(1)}) == "no checksum"
 
 
 def test_check_writable_removes_its_probe(tmp_path):

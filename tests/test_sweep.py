@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from continual import ContinualError, Plugin, RunConfig, Strategy, load_result, run, save_result
 from continual.cli import main
+from continual.files import atomic_torch_save
 from continual.strategies import STRATEGIES, register
 from continual.sweep import Sweep, config_hash, run_dir, run_sweep
 from tests.test_results import fake
@@ -209,3 +211,53 @@ def test_compare_on_hand_written_results(tmp_path, capsys):
     csv = (tmp_path / "compare.csv").read_text().splitlines()
     assert csv[0].startswith("benchmark,scenario,strategy,seeds,final_average_accuracy_mean,final_average_accuracy_ci95")
     assert (tmp_path / "curves_b_class.png").exists()
+
+
+# ------------------------------------------------------------------- checksums and incomplete checkpoints
+def _flip_a_weight(path):
+    """Flip the exponent's top bit of a model weight inside the file (torch reads it without complaint)."""
+    state = torch.load(path, weights_only=True)
+    weight = next(v for v in state["trainer"]["model"].values() if v.numel() >= 16)
+    data = bytearray(path.read_bytes())
+    at = data.find(weight.reshape(-1)[:16].numpy().tobytes())
+    assert at > 0
+    data[at + 3] ^= 0x40
+    path.write_bytes(data)
+
+
+def _resave(path, edit, *, checksum=True):
+    state = torch.load(path, weights_only=True)
+    state.pop("sha256", None)
+    edit(state)
+    if checksum:
+        atomic_torch_save(state, path, checksum=True)  # a valid digest: only the structure is wrong
+    else:
+        torch.save(state, path)
+
+
+@pytest.fixture(scope="module")
+def finetune_run():
+    cfg = RunConfig(strategy="finetune", epochs=2, momentum=0.9, device="cpu")
+    return cfg, run(cfg)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_flip_a_weight, "checksum mismatch (the file changed after it was written)"),
+    (lambda p: _resave(p, lambda s: None, checksum=False), "no checksum (written before checksums were stored)"),
+    (lambda p: _resave(p, lambda s: s["trainer"].pop("generator")), "incomplete checkpoint (no 'generator' in the trainer state)"),
+    (lambda p: _resave(p, lambda s: s.pop("acc_matrix")), "incomplete checkpoint (no square 'acc_matrix')"),
+    (lambda p: _resave(p, lambda s: s["trainer"]["plugins"].append(None)), "incomplete checkpoint (2 plugin states for 1 plugins)"),
+    (lambda p: _resave(p, lambda s: s["trainer"].update(torch_rng=s["trainer"]["torch_rng"][:10])),
+     "incomplete checkpoint (a trainer 'torch_rng' state of another size)"),
+], ids=["flipped-byte", "no-checksum", "no-generator", "no-acc_matrix", "plugin-count", "short-rng"])
+def test_a_checkpoint_that_fails_verification_falls_back_to_the_one_before(tmp_path, finetune_run, damage, reason):
+    cfg, whole = finetune_run
+    run(cfg, checkpoint_dir=tmp_path)
+    newest = sorted(tmp_path.glob("checkpoint-*.pt"))[-1]
+    damage(newest)
+    trained, problems = [], []
+    resumed = run(cfg, checkpoint_dir=tmp_path, on_problem=problems.append,
+                  callbacks=[lambda e, info: trained.append(info["index"]) if e == "experience_start" else None])
+    assert trained == [4]  # only the experience whose checkpoint failed is repeated
+    assert problems == [f"{newest}: {reason}, using the one before"]
+    assert resumed.acc_matrix == whole.acc_matrix

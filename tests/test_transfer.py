@@ -179,3 +179,38 @@ def test_a_plain_state_dict_without_the_backbone_prefix_loads(tmp_path):
     assert meta["model"] is None
     for k, v in source.backbone.state_dict().items():
         assert torch.equal(target.backbone.state_dict()[k], v)
+
+
+def test_a_pretrained_file_that_fails_its_checksum_is_one_line_and_an_old_one_warns(tmp_path, capsys):
+    import warnings
+
+    from continual.errors import ContinualWarning
+
+    path = tmp_path / "p.pt"
+    pretrain("split-digits", path, classes=[0, 1], epochs=1, device="cpu")
+    state = torch.load(path, weights_only=True)
+    assert isinstance(state["sha256"], str)
+    weight = next(v for v in state["state_dict"].values() if v.numel() >= 16)
+    data = bytearray(path.read_bytes())
+    data[data.find(weight.reshape(-1)[:16].numpy().tobytes()) + 3] ^= 0x40  # one bit of a weight's exponent
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(data)
+    old = tmp_path / "old.pt"  # as written before checksums were stored
+    torch.save({k: v for k, v in state.items() if k != "sha256"}, old)
+
+    with pytest.raises(ContinualError, match="fails its checksum"):
+        read_checkpoint(flipped)
+    with pytest.warns(ContinualWarning, match="has no checksum"):
+        assert read_checkpoint(old)["model"] == "mlp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_checkpoint(path)  # verified: no warning
+    common = ["run", "--strategy", "transfer", "--epochs", "1", "--num-experiences", "2", "--device", "cpu",
+              "--quiet", "--out", str(tmp_path / "runs")]
+    assert main([*common, "--pretrained", str(flipped)]) == 2
+    assert capsys.readouterr().err == (f"continual: error: pretrained checkpoint {str(flipped)!r} fails its checksum (the file "
+                                       "changed after it was written); re-create it with 'continual pretrain ... --out PATH'\n")
+    assert main([*common, "--pretrained", str(old)]) == 0
+    assert capsys.readouterr().err == (f"continual: warning: pretrained checkpoint {str(old)!r} has no checksum (written before "
+                                       "checksums were stored), so it is not verified; re-create it with 'continual pretrain' "
+                                       "to have it verified\n")
