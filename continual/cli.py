@@ -52,10 +52,14 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> li
     Each run checkpoints after every experience under ``out/.checkpoints/<name>``; the same
     command started again after a crash resumes there. The checkpoints go once the result is saved.
     Each run uses ``threads`` CPU threads, or its model's default (:func:`continual.experiment.choose_threads`).
+    A run holds a lock on its checkpoint folder: the same run started in another process meanwhile
+    stops with one line naming this one's pid. Temporary files a killed write left (of the result
+    file, of checkpoints) are removed under the lock.
     """
     import shutil
 
     from .experiment import choose_threads, run, set_threads
+    from .files import FolderLock, remove_temporaries
     from .results import save_result
 
     results = []
@@ -66,16 +70,21 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> li
         total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
         bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
         checkpoints = out / ".checkpoints" / name
+        path = out / f"{name}.json"
         try:
-            result = run(cfg, callbacks=[callback], checkpoint_dir=checkpoints,
-                         on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
+            with FolderLock(checkpoints, what=f"run {name}"):
+                remove_temporaries(checkpoints)
+                remove_temporaries(out, (path.name,))
+                result = run(cfg, callbacks=[callback], checkpoint_dir=checkpoints,
+                             on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
+                save_result(result, path)
+                shutil.rmtree(checkpoints, ignore_errors=True)
         finally:
             bar.close()
-        path = out / f"{name}.json"
-        save_result(result, path)
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        if checkpoints.parent.exists() and not any(checkpoints.parent.iterdir()):
-            checkpoints.parent.rmdir()
+            try:
+                checkpoints.parent.rmdir()  # only if empty (another run may be using it)
+            except OSError:
+                pass
         results.append(result)
         if not quiet:
             m = result.metrics
@@ -233,12 +242,16 @@ def cmd_sweep(args) -> int:
     finally:
         bar.close()
     failed = [o for o in outcomes if o.status == "failed"]
+    busy = [o for o in outcomes if o.status == "busy"]
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    print(f"sweep finished: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed; "
-          f"compare with: continual compare {sweep.out}")
+    print(f"sweep finished: {counts['done']} run, {counts['skipped']} skipped, {counts['failed']} failed"
+          + (f", {len(busy)} in progress in another process" if busy else "")
+          + f"; compare with: continual compare {sweep.out}")
     for o in failed:
         print(f"continual: run {o.folder} failed: {o.error}", file=sys.stderr)
-    return 1 if failed else 0
+    for o in busy:
+        print(f"continual: run {o.folder} is {o.error}", file=sys.stderr)
+    return 1 if failed or busy else 0
 
 
 def cmd_compare(args) -> int:

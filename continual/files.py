@@ -1,4 +1,4 @@
-"""Files written safely: atomic writes, the user's file mode, content checksums.
+"""Files written safely: atomic writes, the user's file mode, content checksums, run locks.
 
 Everything ``continual`` writes (results, ``config.json``, checkpoints, pretrained backbones,
 figures, ``compare.md``/``.csv``) goes through :func:`atomic_write_bytes`:
@@ -6,7 +6,8 @@ figures, ``compare.md``/``.csv``) goes through :func:`atomic_write_bytes`:
 - **Atomic**: written to a temporary file ``.NAME.XXXXXXXX.tmp`` in the same folder, flushed to
   disk, then renamed over ``NAME`` (and the folder flushed, where the file system allows); a
   reader never sees a half-written file and a good file is only ever replaced whole. On any
-  failure the temporary file is removed.
+  failure the temporary file is removed; one left by a kill is removed by the next process that
+  takes the run's lock (:func:`remove_temporaries`).
 - **Mode**: the file gets the mode the user's umask gives a normal file (``0o666 & ~umask``),
   not ``tempfile``'s private 0600, so colleagues can read results on a shared machine when the
   umask says so.
@@ -22,6 +23,11 @@ a file and its digest disagree, whatever the moment of a kill. Verification reco
 of what was loaded: any change to the loaded content (a flipped bit in a tensor, a changed value,
 a lost or added entry, a damaged digest) fails; a damaged byte that does not change the content
 (zip padding) is harmless and passes.
+
+:class:`FolderLock` is an exclusive ``fcntl.flock`` on ``FOLDER/.lock``, held while a process
+works in a run's folder, so two processes never write one run's checkpoints or result at once.
+Not checked: locks on file systems without ``flock`` support (some network file systems give
+every process the lock) and on platforms without ``fcntl`` (there the lock is a no-op).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 from .errors import ContinualError
 
 CHECKSUM_KEY = "sha256"
+LOCK_NAME = ".lock"
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -188,6 +195,39 @@ def check_writable(folder: str | Path) -> Path:
     return folder
 
 
+def remove_temporaries(folder: Path, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Remove the temporary files a killed write left in ``folder`` (``.NAME.XXXXXXXX.tmp``).
+
+    Only for a folder whose writers are excluded by a lock the caller holds: a temporary file of a
+    write in progress in another process would otherwise be taken from under it.
+
+    Args:
+        folder: the folder (missing: nothing to do).
+        names: the file names whose temporaries go (``("result.json",)``); ``None``: every
+            ``.*.tmp`` file in the folder.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        n = p.name
+        if not (n.startswith(".") and n.endswith(".tmp")):
+            continue
+        if names is not None and not any(n.startswith(f".{name}.") for name in names):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
 # ---------------------------------------------------------------------------------------- checksums
 def _feed(h, obj) -> None:
     """Hash ``obj``'s content into ``h``: a tagged, length-prefixed encoding (unambiguous)."""
@@ -268,3 +308,108 @@ def checksum_problem(state: object) -> str | None:
     except (TypeError, RecursionError):
         return "checksum mismatch"
     return None if digest == state[CHECKSUM_KEY] else "checksum mismatch"
+
+
+# ------------------------------------------------------------------------------------------- locks
+class FolderLock:
+    """An exclusive lock on a folder: ``fcntl.flock`` on ``FOLDER/.lock``, for this process.
+
+    The lock is released when :meth:`release` is called or the process ends, a SIGKILL included
+    (the kernel drops it), so a crash never leaves a folder locked. The lock file holds the pid
+    of the holder (for the message another process shows) and is removed on release; the folder
+    too if this lock created it and it is empty then.
+
+    Example:
+        >>> import tempfile
+        >>> with FolderLock(tempfile.mkdtemp(), what="run demo"):
+        ...     pass  # the folder is ours here
+    """
+
+    def __init__(self, folder: str | Path, *, what: str = "a run"):
+        self.folder = Path(folder)
+        self.what = what
+        self.holder: int | None = None  # another process's pid, after a failed acquire
+        self._fd: int | None = None
+        self._created = False
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK_NAME
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; ``False`` (and :attr:`holder` set) if another process
+        holds it.
+
+        Raises:
+            ContinualError: if the folder or the lock file cannot be created.
+        """
+        try:
+            import fcntl
+        except ModuleNotFoundError:  # no flock on this platform: no lock
+            return True
+        if self._fd is not None:
+            return True
+        self._created = self._created or not self.folder.exists()
+        while True:
+            _mkdir(self.folder)  # again after a holder that removed it on release
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise write_error(exc, self.path) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise write_error(exc, self.path) from None
+                self.holder = _read_pid(fd)
+                os.close(fd)
+                return False
+            try:  # the holder before us may have removed the file: then ours is a stale inode
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        self._fd, self.holder = fd, None
+        return True
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (and the folder, if this lock created it and
+        it is empty)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still holding it: see the inode check in acquire()
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        if self._created:
+            try:
+                self.folder.rmdir()
+            except OSError:
+                pass
+
+    def busy_message(self) -> str:
+        pid = f"pid {self.holder}" if self.holder else "pid unknown"
+        return f"{self.what} is already in progress in {self.folder} ({pid})"
+
+    def __enter__(self) -> FolderLock:
+        if not self.acquire():
+            raise ContinualError(self.busy_message())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None

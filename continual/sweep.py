@@ -26,6 +26,13 @@ reported with its error (also saved as ``error.txt`` in its folder) and does not
 Local runs checkpoint after each experience in ``<run folder>/checkpoints`` and resume from there
 when the sweep is started again after a crash; Ray tasks start over (their checkpoints would
 live on another machine).
+
+A local run holds a lock on its folder (``<run folder>/.lock``, see
+:class:`continual.files.FolderLock`) from the moment it is taken up until its result is written,
+so two sweeps of one file started at once share the work: a run another process holds is left to
+it (status ``"busy"``) and one it finished meanwhile is skipped. Under the lock the run's folder is
+tidied: temporary files a killed write left are removed, and so is the checkpoint folder of a run
+whose result was saved just before a kill. Ray runs are not locked.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from pathlib import Path
 
 from .errors import ContinualError
 from .experiment import RunConfig
-from .files import check_writable
+from .files import FolderLock, check_writable, remove_temporaries
 from .results import atomic_write_text, load_result, result_from_dict, save_result
 
 ENGINES = ("local", "ray")
@@ -183,7 +190,7 @@ def _execute(config_dict: dict, checkpoint_dir: str | None = None, threads: int 
 class Outcome:
     config: RunConfig
     folder: Path
-    status: str  # "done", "skipped" or "failed"
+    status: str  # "done", "skipped", "failed" or "busy" (in progress in another process)
     error: str = ""
 
 
@@ -219,7 +226,12 @@ def run_sweep(
             a Ray task uses as many as the CPUs it reserves, 1 by default).
 
     Returns:
-        One :class:`Outcome` per configuration, in grid order.
+        One :class:`Outcome` per configuration, in grid order (status ``"busy"``: another
+        process holds the run's lock and is running it).
+
+    Raises:
+        ContinualError: for a bad engine or worker count, or a file that cannot be written
+            (``out`` is tried first; a result or error file later); one line naming the path.
     """
     if engine not in ENGINES:
         raise ContinualError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
@@ -229,41 +241,91 @@ def run_sweep(
     check_writable(sweep.out)
     outcomes: dict[int, Outcome] = {}
     pending: list[tuple[int, RunConfig, Path]] = []
+
+    def report(i: int, outcome: Outcome) -> None:
+        outcomes[i] = outcome
+        if on_outcome:
+            on_outcome(outcome)
+
+    def claim(i: int, cfg: RunConfig, folder: Path) -> FolderLock | None:
+        """Lock the run's folder and tidy it; ``None`` (outcome reported) if another process
+        holds it or the run is finished."""
+        lock = FolderLock(folder, what=f"run {folder.name}")
+        if not lock.acquire():
+            report(i, Outcome(cfg, folder, "busy", f"in progress in another process (pid {lock.holder or 'unknown'})"))
+            return None
+        try:
+            remove_temporaries(folder, ("config.json", "result.json", "error.txt"))
+            remove_temporaries(folder / "checkpoints")
+            if is_finished(folder):
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # a kill came between result and cleanup
+                report(i, Outcome(cfg, folder, "skipped"))
+                lock.release()
+                return None
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
     for i, cfg in enumerate(configs):
         folder = run_dir(sweep.out, cfg)
-        atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-        if is_finished(folder):
-            outcomes[i] = Outcome(cfg, folder, "skipped")
-            if on_outcome:
-                on_outcome(outcomes[i])
-        else:
+        lock = claim(i, cfg, folder)
+        if lock is not None:
+            try:  # before any run: also the check that the output folder can be written
+                atomic_write_text(folder / "config.json", json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
+            finally:
+                lock.release()
             pending.append((i, cfg, folder))
 
     def finish(i: int, cfg: RunConfig, folder: Path, reply: dict) -> None:
-        outcomes[i] = _record(folder, cfg, reply)
-        if on_outcome:
-            on_outcome(outcomes[i])
+        report(i, _record(folder, cfg, reply))
 
     if engine == "ray":
         _run_ray(pending, address, finish, threads or 1)
     elif workers == 1:
         for i, cfg, folder in pending:
-            finish(i, cfg, folder, _execute(cfg.to_dict(), str(folder / "checkpoints"), threads))
+            lock = claim(i, cfg, folder)  # again: another process may have taken or finished it meanwhile
+            if lock is not None:
+                try:
+                    finish(i, cfg, folder, _execute(cfg.to_dict(), str(folder / "checkpoints"), threads))
+                finally:
+                    lock.release()
     else:
         import concurrent.futures as cf
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # no forked torch threads
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_execute, cfg.to_dict(), str(folder / "checkpoints"), threads, workers): (i, cfg, folder)
-                       for i, cfg, folder in pending}
-            for fut in cf.as_completed(futures):
-                i, cfg, folder = futures[fut]
-                try:
-                    reply = fut.result()
-                except Exception as exc:  # the worker process died
-                    reply = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
-                finish(i, cfg, folder, reply)
+        queue = iter(pending)
+        running: dict = {}  # future -> (i, cfg, folder, lock); at most `workers`, so few locks are held
+
+        try:
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                def submit_next() -> None:
+                    for i, cfg, folder in queue:
+                        lock = claim(i, cfg, folder)
+                        if lock is not None:
+                            running[pool.submit(_execute, cfg.to_dict(), str(folder / "checkpoints"), threads, workers)] = \
+                                (i, cfg, folder, lock)
+                            return
+
+                for _ in range(workers):
+                    submit_next()
+                while running:
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        i, cfg, folder, lock = running.pop(fut)
+                        try:
+                            try:
+                                reply = fut.result()
+                            except Exception as exc:  # the worker process died
+                                reply = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
+                            finish(i, cfg, folder, reply)
+                        finally:
+                            lock.release()
+                        submit_next()
+        finally:  # after an error: the pool has waited for the runs in flight; now free their folders
+            for *_, lock in running.values():
+                lock.release()
     return [outcomes[i] for i in range(len(configs))]
 
 
@@ -305,7 +367,8 @@ def print_outcome(total: int) -> Callable[[Outcome], None]:
         count += 1
         c = o.config
         what = f"{c.benchmark}/{c.scenario} {c.label or c.strategy} seed {c.seed}"
-        tail = {"done": "done", "skipped": "skipped (finished before)", "failed": f"FAILED: {o.error}"}[o.status]
+        tail = {"done": "done", "skipped": "skipped (finished before)", "failed": f"FAILED: {o.error}",
+                "busy": f"left to another process: {o.error}"}[o.status]
         print(f"[{count}/{total}] {what} ({o.folder.name}): {tail}", file=sys.stderr, flush=True)
 
     return show

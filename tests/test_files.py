@@ -1,4 +1,4 @@
-"""Safe files: the umask's mode, one-line write errors, content checksums.
+"""Safe files: the umask's mode, one-line write errors, content checksums, folder locks, temporaries.
 
 The tests run as root on CI, where permission bits do not stop a write: read-only, forbidden and
 full file systems are simulated by making ``os.replace`` / ``os.fsync`` / ``tempfile.mkstemp``
@@ -17,11 +17,13 @@ import torch
 from continual import ContinualError
 from continual.cli import main
 from continual.files import (
+    FolderLock,
     atomic_torch_save,
     atomic_write_text,
     check_writable,
     checksum_problem,
     content_digest,
+    remove_temporaries,
     with_checksum,
 )
 from continual.results import save_result
@@ -176,6 +178,48 @@ def test_a_saved_checksum_verifies_and_catches_a_flipped_byte(tmp_path):
     flipped = torch.load(path, weights_only=True)  # torch reads it without complaint
     assert checksum_problem(flipped) == "checksum mismatch"
     assert checksum_problem({"w": torch.zeros(1)}) == "no checksum"
+
+
+# -------------------------------------------------------------------------------------------- locks
+def test_a_folder_lock_excludes_a_second_holder_until_released(tmp_path):
+    folder = tmp_path / "run"
+    first = FolderLock(folder, what="run x")
+    assert first.acquire() and (folder / ".lock").read_text() == f"{os.getpid()}\n"
+    second = FolderLock(folder, what="run x")  # flock excludes another open file, in this process too
+    assert not second.acquire() and second.holder == os.getpid()
+    with pytest.raises(ContinualError, match=f"^run x is already in progress in {folder} \\(pid {os.getpid()}\\)$"):
+        with FolderLock(folder, what="run x"):
+            pass
+    first.release()
+    assert not folder.exists()  # the lock created it, and it is empty again
+    assert second.acquire()
+    second.release()
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path):
+    """A process that opened the lock file before the holder removed it must not hold a lock on
+    the removed file while a third process locks the new one."""
+    (tmp_path / "keep").write_text("x")  # the folder outlives the lock
+    holder = FolderLock(tmp_path)
+    assert holder.acquire()
+    stale = os.open(tmp_path / ".lock", os.O_RDWR)
+    holder.release()  # removes .lock
+    waiter = FolderLock(tmp_path)
+    real_open = os.open
+    with mock.patch("os.open", side_effect=[stale, real_open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)]):
+        assert waiter.acquire()
+    assert waiter._fd != stale and os.fstat(waiter._fd).st_ino == os.stat(tmp_path / ".lock").st_ino
+    assert not FolderLock(tmp_path).acquire()
+    waiter.release()
+
+
+def test_temporaries_of_named_files_only_are_removed(tmp_path):
+    for name in (".r.json.abc123.tmp", ".checkpoint-0001.pt.x_y.tmp", ".other.json.abc.tmp", "r.json", ".lock"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in remove_temporaries(tmp_path, ("r.json",))] == [".r.json.abc123.tmp"]
+    remove_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "r.json"]
+    assert remove_temporaries(tmp_path / "missing") == []
 
 
 def test_check_writable_removes_its_probe(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from continual import ContinualError, Plugin, RunConfig, Strategy, load_result, run, save_result
 from continual.cli import main
-from continual.files import atomic_torch_save
+from continual.files import FolderLock, atomic_torch_save
 from continual.strategies import STRATEGIES, register
 from continual.sweep import Sweep, config_hash, run_dir, run_sweep
 from tests.test_results import fake
@@ -261,3 +261,75 @@ def test_a_checkpoint_that_fails_verification_falls_back_to_the_one_before(tmp_p
     assert trained == [4]  # only the experience whose checkpoint failed is repeated
     assert problems == [f"{newest}: {reason}, using the one before"]
     assert resumed.acc_matrix == whole.acc_matrix
+
+
+# ------------------------------------------------------------------------------------------- locks
+def test_a_second_process_of_the_same_run_stops_with_one_line(tmp_path):
+    args = ["run", "--strategy", "finetune", "--epochs", "100000", "--device", "cpu", "--quiet", "--out", "o"]
+    cmd, kw = cli(*args, cwd=tmp_path)
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    from continual.cli import result_name
+
+    name = result_name(RunConfig(strategy="finetune", epochs=100000, device="cpu").resolve())
+    try:
+        folder = Path("o") / ".checkpoints" / name
+        lock = tmp_path / folder / ".lock"
+        deadline = time.time() + 120
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):  # the first holds the lock
+            assert first.poll() is None and time.time() < deadline, "the first run ended before the second started"
+            time.sleep(0.01)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+        assert first.poll() is None, "the first run ended before the second finished: nothing was checked"
+        assert second.returncode == 2
+        assert second.stderr == f"continual: error: run {name} is already in progress in {folder} (pid {first.pid})\n"
+        assert not (tmp_path / "o" / f"{name}.json").exists()
+    finally:
+        first.kill()
+        first.wait()
+    assert FolderLock(tmp_path / folder).acquire()  # a killed holder leaves the folder free
+
+
+def _small_sweep(out, strategies=("finetune",)):
+    return Sweep.from_dict({"out": str(out), "seeds": 1, "base": {"epochs": 1, "num_experiences": 2, "device": "cpu"},
+                            "strategies": {s: {} for s in strategies}})
+
+
+def test_a_sweep_leaves_a_run_another_process_holds_to_it(tmp_path, capsys):
+    f = tmp_path / "sweep.toml"
+    f.write_text(f'out = "{tmp_path / "out"}"\n[base]\nepochs = 1\nnum_experiences = 2\ndevice = "cpu"\n'
+                 "[strategies]\nfinetune = {}\njoint = {}\n")
+    held, other = [run_dir(tmp_path / "out", c) for c in Sweep.from_file(f).configs()]
+    with FolderLock(held, what="test"):  # flock excludes another open file of this process as it does another process
+        assert main(["sweep", str(f), "--quiet"]) == 1
+        assert not (held / "result.json").exists() and (other / "result.json").exists()
+    out, err = capsys.readouterr()
+    assert "1 run, 0 skipped, 0 failed, 1 in progress in another process" in out
+    assert err.endswith(f"\ncontinual: run {held} is in progress in another process (pid {os.getpid()})\n")
+    outcomes = run_sweep(Sweep.from_file(f), workers=2)  # the pool takes it up once it is free
+    assert [o.status for o in outcomes] == ["done", "skipped"]
+    assert sorted(p.name for p in held.iterdir()) == ["config.json", "result.json"]  # no lock file, no checkpoints
+
+
+# ------------------------------------------------------------------------ what a kill leaves behind
+def test_the_next_run_removes_the_temporary_files_a_kill_left(tmp_path):
+    out = tmp_path / "runs"
+    from continual.cli import result_name
+
+    name = result_name(RunConfig(strategy="finetune", epochs=1, num_experiences=2, device="cpu").resolve())
+    (out / ".checkpoints" / name).mkdir(parents=True)
+    (out / f".{name}.json.k1ll3d.tmp").write_text('{"schema"')
+    (out / ".checkpoints" / name / ".checkpoint-0001.pt.k1ll3d.tmp").write_bytes(b"PK")
+    (out / ".another-run.json.wr1t1ng.tmp").write_text("{")  # another run's write, maybe in progress: left alone
+    assert main(["run", "--epochs", "1", "--num-experiences", "2", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.rglob("*")) == [".another-run.json.wr1t1ng.tmp", f"{name}.json"]
+
+
+def test_a_sweep_removes_a_finished_runs_leftover_checkpoints_and_temporaries(tmp_path):
+    [done] = run_sweep(_small_sweep(tmp_path))
+    (done.folder / "checkpoints").mkdir()
+    (done.folder / "checkpoints" / "checkpoint-0001.pt").write_bytes(b"left by a kill after the result was saved")
+    (done.folder / ".result.json.k1ll3d.tmp").write_text("{")
+    (done.folder / ".config.json.k1ll3d.tmp").write_text("{")
+    [again] = run_sweep(_small_sweep(tmp_path))
+    assert again.status == "skipped"
+    assert sorted(p.name for p in done.folder.iterdir()) == ["config.json", "result.json"]
