@@ -27,7 +27,8 @@ a lost or added entry, a damaged digest) fails; a damaged byte that does not cha
 :class:`FolderLock` is an exclusive ``fcntl.flock`` on ``FOLDER/.lock``, held while a process
 works in a run's folder, so two processes never write one run's checkpoints or result at once.
 Not checked: locks on file systems without ``flock`` support (some network file systems give
-every process the lock) and on platforms without ``fcntl`` (there the lock is a no-op).
+every process the lock, others refuse to lock: then the run goes on unlocked) and on platforms
+without ``fcntl`` (there the lock is a no-op).
 """
 
 from __future__ import annotations
@@ -359,6 +360,9 @@ class FolderLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without locks
+                    os.close(fd)
+                    return True  # not checked there (see the module docstring)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     os.close(fd)
                     raise write_error(exc, self.path) from None

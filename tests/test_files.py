@@ -213,6 +213,12 @@ def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path):
     waiter.release()
 
 
+def test_a_file_system_without_locks_runs_unlocked(tmp_path):
+    with mock.patch("fcntl.flock", side_effect=OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))):
+        with FolderLock(tmp_path / "nfs"):
+            pass
+
+
 def test_temporaries_of_named_files_only_are_removed(tmp_path):
     for name in (".r.json.abc123.tmp", ".checkpoint-0001.pt.x_y.tmp", ".other.json.abc.tmp", "r.json", ".lock"):
         (tmp_path / name).write_text("x")
