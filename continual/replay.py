@@ -633,6 +633,7 @@ class DERpp(Plugin):
     """
 
     name = "der++"
+    strength_names = ("alpha", "beta")  # named in the message when the loss diverges
 
     def __init__(self, buffer: ReservoirBuffer, *, alpha: float = 0.1, beta: float = 0.5, batch_size: int = 0) -> None:
         if not isinstance(buffer, ReservoirBuffer):

@@ -79,6 +79,8 @@ class EWC(QuadraticPenalty):
         0.0
     """
 
+    strength_names = ("lam",)  # named in the message when the loss diverges
+
     def __init__(
         self,
         lam: float = 500.0,
