@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from .errors import ContinualError
 from .models import forward
-from .strategies import Strategy, compose, register
+from .strategies import Range, Strategy, compose, register
 from .streams import Experience
 from .trainer import Plugin
 
@@ -701,6 +701,8 @@ register(Strategy(
         "replay_batch": 0,  # replay samples per batch; 0: the training batch size
     },
     make_plugins=_er_plugins,
+    limits={"buffer": BUFFERS, "selection": SELECTIONS, "mem": Range(1), "replay_batch": Range(0)},
+    past_classes=True,
 ))
 register(Strategy(
     "der++", "DER++ (Buzzega et al. 2020): replay stored logits (MSE) and labels (CE) from a reservoir",
@@ -711,6 +713,8 @@ register(Strategy(
         "replay_batch": 0,  # replay samples per batch; 0: the training batch size
     },
     make_plugins=_derpp_plugins,
+    limits={"mem": Range(1), "alpha": Range(0), "beta": Range(0), "replay_batch": Range(0)},
+    past_classes=True,
 ))
 
 __all__ = [

@@ -288,8 +288,10 @@ def test_der_penalty_is_finite_with_task_masked_logits():
 
 
 def test_bad_settings_name_the_value_and_the_choices():
-    with pytest.raises(ContinualError, match="unknown buffer 'fifo'; expected one of reservoir, class-balanced, experience-balanced"):
+    with pytest.raises(ContinualError, match="buffer='fifo' is not accepted; expected one of reservoir, class-balanced, experience-balanced"):
         run(RunConfig(strategy="replay", device="cpu", params={"buffer": "fifo"}))
+    with pytest.raises(ContinualError, match="unknown buffer 'fifo'; expected one of reservoir, class-balanced, experience-balanced"):
+        make_buffer("fifo", 10)
     with pytest.raises(ContinualError, match="unknown selection 'best'; expected one of random, herding"):
         make_buffer("class-balanced", 10, selection="best")
     with pytest.raises(ContinualError, match="needs buffer=class-balanced"):

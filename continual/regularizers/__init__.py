@@ -13,9 +13,9 @@ split-digits and said so) live in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
-from ..strategies import Context, Strategy, register
+from ..strategies import Context, Range, Strategy, register
 from .base import Combined, QuadraticPenalty, Regularizer, RegularizerBase, combine
-from .ewc import EWC
+from .ewc import CONVENTIONS, EWC
 from .fisher import ESTIMATORS, fisher_diagonal, grad_stats
 from .l2 import L2
 from .lwf import LwF
@@ -37,6 +37,19 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+# Accepted values, checked when a configuration is resolved (before anything runs).
+_AT_LEAST_0 = Range(0)
+_EWC_LIMITS = {"lam": _AT_LEAST_0, "estimator": ESTIMATORS, "convention": CONVENTIONS, "num_samples": _AT_LEAST_0}
+LIMITS: dict[str, dict[str, object]] = {
+    "ewc": _EWC_LIMITS,
+    "online-ewc": {**_EWC_LIMITS, "gamma": _AT_LEAST_0},
+    "si": {"c": _AT_LEAST_0, "xi": Range(0, low_open=True)},
+    "mas": {"lam": _AT_LEAST_0},
+    "l2": {"lam": _AT_LEAST_0},
+    "lwf": {"alpha": _AT_LEAST_0, "temperature": Range(0, low_open=True)},
+}
+
+
 def _ewc(mode: str):
     def make(params: dict, context: Context) -> list:
         return [EWC(params["lam"], mode=mode, gamma=params.get("gamma", 1.0), estimator=params["estimator"],
@@ -46,17 +59,17 @@ def _ewc(mode: str):
 
 
 register(Strategy("ewc", "EWC, one quadratic per past experience (Kirkpatrick et al. 2017)",
-                  defaults=DEFAULTS["ewc"], make_plugins=_ewc("separate")))
+                  defaults=DEFAULTS["ewc"], limits=LIMITS["ewc"], make_plugins=_ewc("separate")))
 register(Strategy("online-ewc", "online EWC, decayed running Fisher (Schwarz et al. 2018)",
-                  defaults=DEFAULTS["online-ewc"], make_plugins=_ewc("online")))
+                  defaults=DEFAULTS["online-ewc"], limits=LIMITS["online-ewc"], make_plugins=_ewc("online")))
 register(Strategy("si", "synaptic intelligence, path-integral importance (Zenke et al. 2017)",
-                  defaults=DEFAULTS["si"], make_plugins=lambda p, c: [SI(p["c"], xi=p["xi"])]))
+                  defaults=DEFAULTS["si"], limits=LIMITS["si"], make_plugins=lambda p, c: [SI(p["c"], xi=p["xi"])]))
 register(Strategy("mas", "memory aware synapses, output-sensitivity importance (Aljundi et al. 2018)",
-                  defaults=DEFAULTS["mas"], make_plugins=lambda p, c: [MAS(p["lam"], seed=c.seed)]))
+                  defaults=DEFAULTS["mas"], limits=LIMITS["mas"], make_plugins=lambda p, c: [MAS(p["lam"], seed=c.seed)]))
 register(Strategy("l2", "L2 distance to the previous experience's parameters",
-                  defaults=DEFAULTS["l2"], make_plugins=lambda p, c: [L2(p["lam"])]))
+                  defaults=DEFAULTS["l2"], limits=LIMITS["l2"], make_plugins=lambda p, c: [L2(p["lam"])]))
 register(Strategy("lwf", "learning without forgetting, distillation from the previous model (Li & Hoiem 2017)",
-                  defaults=DEFAULTS["lwf"], make_plugins=lambda p, c: [LwF(p["alpha"], temperature=p["temperature"])]))
+                  defaults=DEFAULTS["lwf"], limits=LIMITS["lwf"], past_classes=True, make_plugins=lambda p, c: [LwF(p["alpha"], temperature=p["temperature"])]))
 
 __all__ = [
     "Combined", "DEFAULTS", "ESTIMATORS", "EWC", "L2", "LwF", "MAS", "QuadraticPenalty", "Regularizer",
