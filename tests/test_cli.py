@@ -153,3 +153,7 @@ def test_a_replay_buffer_too_large_for_memory_says_what_it_needs(tmp_path, capsy
     err = capsys.readouterr().err
     assert "a reservoir buffer of mem=99999999999 samples (80 bytes each) needs 8.0 TB on cpu, but " in err
     assert "is available; lower mem" in err and err.count("\n") == 1
+
+
+def test_the_default_ewc_run_does_not_diverge(tmp_path, capsys):
+    assert main(["run", "--strategy", "ewc", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet"]) == 0
