@@ -221,6 +221,8 @@ def run_sweep(
         raise ContinualError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if workers < 1:
         raise ContinualError(f"--workers {workers} must be at least 1")
+    if engine == "ray":
+        check_ray_address(address)  # before anything is written
     configs = sweep.configs(here=engine != "ray")
     outcomes: dict[int, Outcome] = {}
     pending: list[tuple[int, RunConfig, Path]] = []
@@ -297,7 +299,6 @@ def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None
         raise ContinualError("--engine ray needs Ray: pip install 'continual[ray]'") from None
     started = False
     if not ray.is_initialized():
-        check_ray_address(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except Exception as exc:  # ConnectionError, RuntimeError...: one line, not Ray's traceback

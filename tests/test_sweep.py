@@ -210,10 +210,10 @@ def test_an_unreachable_ray_address_is_one_line_not_an_endless_retry(tmp_path, a
     with pytest.raises(ContinualError, match=re.escape(message)):
         check_ray_address(address)
     check_ray_address(None)  # a new local instance: left to Ray
-    pytest.importorskip("ray", reason="the 'ray' extra is not installed")
-    sweep = Sweep.from_dict({"out": str(tmp_path), "base": {"epochs": 1, "device": "cpu"}, "strategies": {"finetune": {}}})
+    sweep = Sweep.from_dict({"out": str(tmp_path / "out"), "base": {"epochs": 1, "device": "cpu"}, "strategies": {"finetune": {}}})
     with pytest.raises(ContinualError, match=re.escape(message)):
         run_sweep(sweep, engine="ray", address=address)
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_sweep_files_that_are_folders_or_not_text_and_too_many_seeds(tmp_path, capsys):
