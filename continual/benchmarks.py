@@ -30,6 +30,8 @@ class Benchmark:
         scenarios: the scenarios it supports; the first is the default.
         num_experiences: default number of experiences.
         model: default model name; epochs, lr, batch_size: default training hyperparameters.
+        num_classes: the dataset's number of classes, if known before it is loaded (a split
+            stream has at most that many experiences; a class order is a permutation of them).
     """
 
     name: str
@@ -42,10 +44,16 @@ class Benchmark:
     epochs: int = 1
     lr: float = 0.01
     batch_size: int = 32
+    num_classes: int | None = None
 
     @property
     def default_scenario(self) -> str:
         return self.scenarios[0]
+
+    @property
+    def max_experiences(self) -> int | None:
+        """The most experiences the benchmark can be cut into (``None``: no limit)."""
+        return self.num_classes if self.kind == "split" else None  # permuted/rotated: any number
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
@@ -128,17 +136,17 @@ def make_stream(
 register(Benchmark(
     "split-digits", "scikit-learn's 8x8 digits (bundled), 5 experiences of 2 classes",
     load=data.digits, kind="split", scenarios=("class", "task"), num_experiences=5,
-    model="mlp", epochs=10, lr=0.05, batch_size=32,
+    num_classes=10, model="mlp", epochs=10, lr=0.05, batch_size=32,
 ))
 register(Benchmark(
     "permuted-digits", "8x8 digits (bundled), each experience with its own pixel permutation",
     load=data.digits, kind="permuted", scenarios=("domain",), num_experiences=5,
-    model="mlp", epochs=10, lr=0.05, batch_size=32,
+    num_classes=10, model="mlp", epochs=10, lr=0.05, batch_size=32,
 ))
 register(Benchmark(
     "rotated-digits", "8x8 digits (bundled), each experience rotated by a further 36 degrees",
     load=data.digits, kind="rotated", scenarios=("domain",), num_experiences=5,
-    model="mlp", epochs=10, lr=0.05, batch_size=32,
+    num_classes=10, model="mlp", epochs=10, lr=0.05, batch_size=32,
 ))
 
 # File-based benchmarks. Files are searched for in --data-root, $CONTINUAL_DATA, ~/.cache/continual
@@ -153,17 +161,17 @@ for _name, _load, _title in (("mnist", data.mnist, "MNIST"), ("fmnist", data.fas
     register(Benchmark(
         f"split-{_name}", f"{_title}{_where}, 5 experiences of 2 classes (0/1, 2/3, ...)",
         load=_load, kind="split", scenarios=("class", "task"), num_experiences=5,
-        model="mlp", epochs=1, lr=0.03, batch_size=10,
+        num_classes=10, model="mlp", epochs=1, lr=0.03, batch_size=10,
     ))
     register(Benchmark(
         f"permuted-{_name}", f"{_title}, each experience with its own fixed pixel permutation (GEM and DER use 20)",
         load=_load, kind="permuted", scenarios=("domain",), num_experiences=10,
-        model="mlp", epochs=1, lr=0.1, batch_size=128,
+        num_classes=10, model="mlp", epochs=1, lr=0.1, batch_size=128,
     ))
     register(Benchmark(
         f"rotated-{_name}", f"{_title}, experience i rotated by 180*i/N degrees (GEM and DER use 20)",
         load=_load, kind="rotated", scenarios=("domain",), num_experiences=10,
-        model="mlp", epochs=1, lr=0.1, batch_size=128,
+        num_classes=10, model="mlp", epochs=1, lr=0.1, batch_size=128,
     ))
 
 # CIFAR: the binary distributions; training batches get random crop (padding 4) and flip on the
@@ -171,16 +179,16 @@ for _name, _load, _title in (("mnist", data.mnist, "MNIST"), ("fmnist", data.fas
 register(Benchmark(
     "split-cifar10", "CIFAR-10 (binary; --download or --data-root), 5 experiences of 2 classes; papers use ResNet-18",
     load=data.cifar10, kind="split", scenarios=("class", "task"), num_experiences=5,
-    model="convnet", epochs=50, lr=0.1, batch_size=32,  # epochs and batch of DER's Seq-CIFAR-10
+    num_classes=10, model="convnet", epochs=50, lr=0.1, batch_size=32,  # epochs and batch of DER's Seq-CIFAR-10
 ))
 register(Benchmark(
     "split-cifar100", "CIFAR-100 (binary), 10 experiences of 10 classes; papers use ResNet-18",
     load=data.cifar100, kind="split", scenarios=("class", "task"), num_experiences=10,
-    model="convnet", epochs=50, lr=0.1, batch_size=32,
+    num_classes=100, model="convnet", epochs=50, lr=0.1, batch_size=32,
 ))
 register(Benchmark(
     "split-cifar100-20", "CIFAR-100 (binary), 20 experiences of 5 classes, task-incremental, a single pass "
     "(GEM, A-GEM, ER; reduced ResNet-18 there)",
     load=partial(data.cifar100, augment=False), kind="split", scenarios=("task", "class"), num_experiences=20,
-    model="convnet", epochs=1, lr=0.03, batch_size=10,  # single pass, batch 10, lr 0.03, no augmentation (A-GEM, ER)
+    num_classes=100, model="convnet", epochs=1, lr=0.03, batch_size=10,  # single pass, batch 10, lr 0.03, no augmentation (A-GEM, ER)
 ))

@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,98 @@ from .errors import ContinualError
 
 DEMO_BENCHMARK = "split-digits"
 THREADS_HELP = "CPU threads (default: the model's, 1 for the benchmarks' models; see benchmarks/README.md)"
+_TEMP_SUFFIX = len("..12345678.tmp")  # what a temporary file's name adds to the name written (results.atomic_*)
+
+
+def _is_dir(path: Path) -> bool | None:
+    """True for a folder (or a link to one), False for anything else that exists, None when
+    nothing is there or it cannot be looked at (a name too long, a loop of links...)."""
+    try:
+        return path.is_dir() or (False if path.exists() else None)
+    except (OSError, ValueError):  # ValueError: an embedded NUL (only from Python; argv cannot hold one)
+        return None
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name (bytes) the file system of ``path``'s nearest existing folder allows."""
+    for folder in (path, *path.parents):
+        if _is_dir(folder):
+            try:
+                return os.pathconf(folder, "PC_NAME_MAX")
+            except (OSError, ValueError):
+                break
+    return 255
+
+
+def _check_path_name(path: Path, text: str, option: str) -> None:
+    """Refuse a path with a part longer than the file system allows, or through a file (``file/sub``)."""
+    limit = _name_max(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ContinualError(f"{option} {text[:60]!r}...: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes long; "
+                                 f"this file system allows {limit}")
+    try:
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        path_max = 4096
+    size = len(os.fsencode(os.path.abspath(path)))
+    if size + limit > path_max:  # room for the files written inside
+        raise ContinualError(f"{option} {text[:60]!r}...: the path is {size} bytes long; this system allows {path_max} "
+                             f"for a whole path, and {limit} more are needed for the files written there")
+    for parent in reversed(path.parents):
+        if _is_dir(parent) is False:
+            raise ContinualError(f"{option} {text!r}: {str(parent)!r} is a file, not a folder; give a path through folders only")
+
+
+def check_out_dir(path: str | os.PathLike, *, option: str = "--out") -> Path:
+    """``path`` as the folder a command writes into, once its *name* is known to be usable.
+
+    Checked before anything runs: the name is not empty; it is a folder or does not exist yet
+    (not a file, a link to one or a broken link); no part of the path is a file; no part is
+    longer than the file system allows. Whether the folder can be written (permissions, a
+    read-only or full disk) is a separate check.
+
+    Raises:
+        ContinualError: one line naming the path and what is wrong.
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise ContinualError(f"{option} '' is empty; give a folder (it is created if missing)")
+    out = Path(text)
+    _check_path_name(out, text, option)
+    if out.is_symlink() and not out.exists():
+        raise ContinualError(f"{option} {text!r} is a broken symbolic link; give a folder")
+    if _is_dir(out) is False:
+        raise ContinualError(f"{option} {text!r} is a file, not a folder; give a folder (it is created if missing)")
+    return out
+
+
+def check_out_file(path: str | os.PathLike, *, option: str = "--out") -> Path:
+    """``path`` as a file a command writes (``pretrain --out``), once its name is known to be usable:
+    not empty, not an existing folder, no part of the path a file, the name short enough.
+
+    Raises:
+        ContinualError: one line naming the path and what is wrong.
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise ContinualError(f"{option} '' is empty; give a file name such as digits01.pt")
+    out = Path(text)
+    _check_path_name(out, text, option)
+    if _is_dir(out) or text.endswith(("/", os.sep)) or out.name in ("", ".", ".."):
+        raise ContinualError(f"{option} {text!r} is a folder; give a file name such as {os.path.join(text, 'pretrained.pt')}")
+    check_file_name(out.parent, out.name, what=f"{option} {text!r}")
+    return out
+
+
+def check_file_name(folder: Path, name: str, *, what: str) -> None:
+    """Refuse a file name that, with its temporary file's extra characters, is longer than the
+    file system of ``folder`` allows; ``what`` names the setting that made it."""
+    limit = _name_max(folder)
+    size = len(os.fsencode(name)) + _TEMP_SUFFIX
+    if size > limit:
+        raise ContinualError(f"{what}: the file name {name[:40]!r}... would be {size} bytes with its temporary suffix; "
+                             f"this file system allows {limit}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +155,10 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> li
     from .files import FolderLock, remove_temporaries
     from .results import save_result
 
+    for cfg in configs:  # every file name checked before anything runs
+        resolved = cfg.resolve()
+        what = f"--label {resolved.label!r}" if resolved.label else f"strategy {resolved.strategy!r}"
+        check_file_name(out, result_name(resolved) + ".json", what=what)
     results = []
     for cfg in configs:
         resolved = cfg.resolve()
@@ -104,6 +201,18 @@ def result_name(resolved) -> str:
     return f"{resolved.benchmark}_{resolved.scenario}_{label}_{config_id(resolved.to_dict())}_seed{resolved.seed}"
 
 
+def _check_seeds(seeds: int, first: int = 0) -> None:
+    from .experiment import MAX_SEEDS, SEED_MAX
+
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ContinualError(f"--seeds {seeds} is out of range: expected 1..{MAX_SEEDS}")
+    if not 0 <= first <= SEED_MAX:
+        raise ContinualError(f"seed={first} is out of range: expected in [0, {SEED_MAX}]")
+    if first + seeds - 1 > SEED_MAX:
+        raise ContinualError(f"--seed {first} with --seeds {seeds} is out of range: seeds run from --seed to --seed + --seeds - 1, "
+                             f"each in 0..{SEED_MAX}")
+
+
 def _schedule(strategy: str) -> str:
     from .strategies import get_strategy
 
@@ -118,21 +227,22 @@ def cmd_run(args) -> int:
     from .experiment import RunConfig, parse_class_order
     from .results import format_table, summarize
 
-    if args.seeds < 1:
-        raise ContinualError(f"--seeds {args.seeds} must be at least 1")
+    out = check_out_dir(args.out)
     sets = _parse_sets(args.set)
     base = RunConfig(
         benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
         class_order=parse_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, device=args.device,
         label=args.label, data_root=args.data_root, download=args.download, head=args.head, pretrained=args.pretrained,
-    ).override(sets)
+        seed=args.seed,
+    ).override(sets)  # --set seed=N is the first seed too
+    _check_seeds(args.seeds, base.seed)
     if base.label is None and base.params:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
     base.resolve()  # check every name and value before anything runs
-    configs = [base.override({"seed": args.seed + k}) for k in range(args.seeds)]
-    _check_writable(args.out)
-    results = _run_many(configs, Path(args.out), args.quiet, args.threads)
+    configs = [base.override({"seed": base.seed + k}) for k in range(args.seeds)]
+    _check_writable(out)
+    results = _run_many(configs, out, args.quiet, args.threads)
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
@@ -148,6 +258,11 @@ def _check_writable(folder) -> None:
 def cmd_pretrain(args) -> int:
     from .transfer import pretrain
 
+    from .experiment import RunConfig
+
+    check_out_file(args.out)
+    RunConfig(benchmark=args.benchmark, model=args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+              seed=args.seed, device=args.device).resolve()  # the same names and ranges as a run's, before training
     classes = None
     if args.classes is not None:
         try:
@@ -185,13 +300,16 @@ def _load_results(args) -> tuple[list, Path]:
     output folder (``--out``, else the first folder given)."""
     from .results import find_results
 
+    out = check_out_dir(args.out) if args.out is not None else None
+    for text in args.paths:
+        _check_path_name(Path(text), text, "results path")
     results, problems = find_results(args.paths)
     if not results:
         raise ContinualError(f"no valid results files found in {', '.join(args.paths)}" + (f" ({'; '.join(problems)})" if problems else ""))
     for p in problems:
         print(f"continual: skipped {p}", file=sys.stderr)
     first = Path(args.paths[0])
-    return results, Path(args.out or (first if first.is_dir() else first.parent))
+    return results, out if out is not None else (first if first.is_dir() else first.parent)
 
 
 def _results_arguments(p: argparse.ArgumentParser, what: str) -> None:
@@ -215,7 +333,8 @@ def cmd_sweep(args) -> int:
     from .experiment import choose_threads
 
     sweep = Sweep.from_file(args.file).override(_parse_sets(args.set))
-    configs = sweep.configs()  # every name and value checked before anything runs
+    check_out_dir(sweep.out, option="the sweep's out")
+    configs = sweep.configs(here=args.engine != "ray")  # every name and value checked before anything runs
     if args.threads is not None:
         choose_threads(None, requested=args.threads)
     print(f"sweep {args.file}: {len(configs)} runs -> {sweep.out}", file=sys.stderr)
@@ -281,7 +400,9 @@ def cmd_demo(args) -> int:
 
     if args.threads is not None:
         choose_threads(None, requested=args.threads)  # checked before anything runs
-    out = Path(args.out)
+    out = check_out_dir(args.out)
+    _check_seeds(args.seeds)
+    RunConfig(benchmark=DEMO_BENCHMARK, device=args.device).resolve()  # the device, before anything runs
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
           f"device {args.device}", file=sys.stderr)
     _check_writable(out)

@@ -307,6 +307,42 @@ def _bases(root: str | os.PathLike | None) -> list[Path]:
     return bases
 
 
+def check_root(root: str | os.PathLike | None, *, download: bool = False, archive: bool = False) -> Path | None:
+    """``root`` (``--data-root``) as a path, once it is known to name a folder; ``None`` stays ``None``.
+
+    A data root that is missing or a file is refused rather than passed over for the other
+    places searched, which would silently read another copy of the data.
+
+    Args:
+        root: the folder the user named.
+        download: a missing folder is accepted (the download creates it).
+        archive: a file is accepted too (CIFAR's ``.tar.gz`` archive may be named directly).
+
+    Raises:
+        ContinualError: for an empty name, a missing folder (without ``download``) or a file
+            (without ``archive``), naming the path and what is accepted.
+    """
+    if root is None:
+        return None
+    if not str(root).strip():
+        raise ContinualError("data root '' is empty; give a folder holding the dataset's files, or leave it out")
+    path = Path(root).expanduser()
+    try:
+        is_dir, is_file, exists = path.is_dir(), path.is_file(), path.exists() or path.is_symlink()
+    except (OSError, ValueError) as exc:  # a name too long, a loop of links, an embedded NUL
+        raise ContinualError(f"data root {str(root)[:80]!r} cannot be used ({exc}); give an existing folder") from None
+    if is_dir or (archive and is_file):
+        return path
+    if exists:
+        what = "a file" if is_file else "not a folder"
+        also = " (or a CIFAR .tar.gz archive)" if archive else ""
+        raise ContinualError(f"data root {str(root)!r} is {what}; give a folder holding the dataset's files{also}")
+    if download:
+        return path
+    raise ContinualError(f"data root {str(root)!r} does not exist; give an existing folder, or add --download "
+                         "(download=True) to fetch the files into it")
+
+
 def search_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
     """The folders searched for dataset ``name``, in order (see the module docstring)."""
     if name not in _FOLDERS:
@@ -513,6 +549,7 @@ def _find_idx(name: str, root) -> dict[str, Path] | None:
 
 
 def _idx_dataset(name: str, title: str, *, root, download: bool, mean, std, class_names) -> Dataset:
+    check_root(root, download=download)
     files = _find_idx(name, root)
     if files is None and download:
         _download(name, root)
@@ -523,6 +560,10 @@ def _idx_dataset(name: str, title: str, *, root, download: bool, mean, std, clas
     splits = []
     for split in ("train", "t10k"):
         x, y = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
+        for stem, a in ((f"{split}-images-idx3-ubyte", x), (f"{split}-labels-idx1-ubyte", y)):
+            if len(a) == 0:
+                raise ContinualError(f"{files[stem]}: holds no samples (its header says {'x'.join(map(str, a.shape))}); "
+                                     f"the {'training' if split == 'train' else 'test'} split needs at least one")
         if len(x) != len(y):
             raise ContinualError(f"{files[f'{split}-images-idx3-ubyte']} holds {len(x)} images but "
                                  f"{files[f'{split}-labels-idx1-ubyte']} holds {len(y)} labels")
@@ -657,6 +698,7 @@ def _cifar_records(source: str, raw: bytes, fmt: _CifarFormat, label_index: int,
 
 def _cifar_dataset(fmt: _CifarFormat, *, root, download: bool, label_index: int, num_classes: int,
                    mean, std, augment: bool, default_names) -> Dataset:
+    check_root(root, download=download, archive=True)
     where, seen_python = _find_cifar(fmt, root)
     if where is None and download:
         _download(fmt.name, root)

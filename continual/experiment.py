@@ -24,10 +24,11 @@ from . import __version__
 from .benchmarks import get_benchmark, make_stream
 from .errors import ContinualError
 from .metrics import AccuracyMatrix
-from .models import HEADS, HeadExpansion, build_model, grow_head
+from .data import check_root
+from .models import HEADS, MODELS, HeadExpansion, build_model, grow_head
 from .results import Result, atomic_torch_save
-from .strategies import Context, coerce, get_strategy
-from .trainer import Callback, Trainer, resolve_device
+from .strategies import Context, Range, coerce, get_strategy
+from .trainer import OPTIMIZERS, Callback, Trainer, resolve_device
 
 
 @dataclass
@@ -83,29 +84,69 @@ class RunConfig:
     head: str | None = None
     pretrained: str | None = None
 
-    def resolve(self) -> RunConfig:
-        """A copy with every ``None`` default filled from the benchmark and the strategy's parameters checked."""
+    def resolve(self, *, here: bool = True) -> RunConfig:
+        """A copy with every ``None`` default filled from the benchmark, every value checked.
+
+        This is the one place a configuration is validated, before anything runs: names against
+        their registries, numbers against their ranges (:data:`LIMITS`), the strategy's
+        hyperparameters against its limits, the head against the strategy, the data root and
+        the device. An empty name is refused, not taken as the default.
+
+        Args:
+            here: also check what depends on this machine: that it can use the device and that
+                the data root exists; ``False`` checks the device's name only (for Ray tasks,
+                which run elsewhere).
+
+        Raises:
+            ContinualError: one line naming the bad value and what would be accepted.
+        """
         bench = get_benchmark(self.benchmark)
         strategy = get_strategy(self.strategy)
-        scenario = self.scenario or bench.default_scenario
-        head = self.head or ("incremental" if scenario == "class" else "fixed")
+        scenario = self.scenario if self.scenario is not None else bench.default_scenario
+        if scenario not in bench.scenarios:
+            raise ContinualError(f"benchmark {bench.name!r} has no scenario {scenario!r}; expected one of {', '.join(bench.scenarios)}")
+        head = self.head if self.head is not None else ("incremental" if scenario == "class" else "fixed")
         if head not in HEADS:
             raise ContinualError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+        if head == "incremental-mask-past" and strategy.past_classes:
+            raise ContinualError(f"head {head!r} masks past classes' logits in training, but strategy {strategy.name!r} trains "
+                                 "on past classes (replay, distillation or cumulative data); use head 'incremental'")
+        model = self.model if self.model is not None else bench.model
+        if model not in MODELS:
+            raise ContinualError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ContinualError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        for key in ("label", "pretrained"):
+            if getattr(self, key) is not None and not str(getattr(self, key)).strip():
+                raise ContinualError(f"{key}='' is empty; give a value or leave it out for the default")
         if strategy.needs_pretrained and not self.pretrained:
             raise ContinualError(f"strategy {strategy.name!r} needs pretrained weights: give --pretrained PATH "
                                  "(make one with 'continual pretrain --benchmark B --classes ... --out PATH')")
-        return dataclasses.replace(
+        resolved = dataclasses.replace(
             self,
             scenario=scenario,
             head=head,
-            num_experiences=self.num_experiences or bench.num_experiences,
-            model=self.model or bench.model,
+            num_experiences=self.num_experiences if self.num_experiences is not None else bench.num_experiences,
+            model=model,
             epochs=self.epochs if self.epochs is not None else bench.epochs,
             lr=self.lr if self.lr is not None else bench.lr,
             batch_size=self.batch_size if self.batch_size is not None else bench.batch_size,
             params=strategy.params(self.params),
         )
-
+        for key, limit in LIMITS.items():
+            value = getattr(resolved, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (key in _INTS and not isinstance(value, int)):
+                raise ContinualError(f"{key}={value!r} is not a valid {'int' if key in _INTS else 'float'}")
+            limit.check(value, key)
+        most = bench.max_experiences
+        if most is not None and resolved.num_experiences > most:
+            raise ContinualError(f"num_experiences={resolved.num_experiences} is out of range: benchmark {bench.name!r} "
+                                 f"has {most} classes, so expected 1..{most}")
+        _check_class_order(resolved.class_order, bench)
+        if here:
+            check_root(self.data_root, download=self.download, archive=True)
+        resolve_device(self.device, here=here)
+        return resolved
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -142,6 +183,38 @@ class RunConfig:
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)
+
+
+SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: PyTorch and NumPy take them, and seed + k stays in an int64
+MAX_SEEDS = 10_000  # seeds per command or sweep: more would take weeks; a larger number is a typo
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # lr and weight decay scale float32 tensors
+_LR_MAX = _FLOAT32_MAX / 10  # Adam's first step divides lr by 1 - beta1 = 0.1, in float32
+_INTS = {"epochs", "batch_size", "eval_batch_size", "num_experiences", "seed"}
+LIMITS: dict[str, Range] = {
+    "epochs": Range(1),
+    "batch_size": Range(1),
+    "eval_batch_size": Range(1),
+    "num_experiences": Range(1),  # and at most the classes of a split benchmark
+    "lr": Range(0, _LR_MAX, low_open=True),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0, _FLOAT32_MAX),
+    "seed": Range(0, SEED_MAX),
+}
+"""The accepted range of each numeric :class:`RunConfig` field, checked by :meth:`RunConfig.resolve`."""
+
+
+def _check_class_order(order: object, bench) -> None:
+    if order is None:
+        return
+    if bench.kind != "split":
+        raise ContinualError(f"class_order applies to split benchmarks only; {bench.name!r} is {bench.kind}")
+    if order == "random":
+        return
+    n = bench.num_classes
+    labels = isinstance(order, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in order)
+    if not labels or (n is not None and sorted(order) != list(range(n))):
+        expected = f"a permutation of 0..{n - 1} (each label exactly once)" if n is not None else "a list of labels"
+        raise ContinualError(f"class_order={order!r} is not accepted; expected 'random' or {expected}")
 
 
 def parse_class_order(value: object) -> str | list[int] | None:

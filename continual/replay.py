@@ -43,6 +43,7 @@ of the per-batch path (reservoir insertion, replay sampling) synchronises with t
 
 from __future__ import annotations
 
+import os
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -51,7 +52,7 @@ from torch import Tensor, nn
 
 from .errors import ContinualError
 from .models import forward
-from .strategies import Strategy, compose, register
+from .strategies import Range, Strategy, compose, register
 from .streams import Experience
 from .trainer import Plugin
 
@@ -60,6 +61,53 @@ BufferKind = Literal["reservoir", "class-balanced", "experience-balanced"]
 BUFFERS: tuple[str, ...] = get_args(BufferKind)
 Selection = Literal["random", "herding"]
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device`` (``None`` when unknown).
+
+    CUDA: the driver's free memory plus what PyTorch's caching allocator holds unused. CPU: the
+    kernel's ``MemAvailable`` (``/proc/meminfo``), else free pages from ``os.sysconf``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        except Exception:  # no driver, or a device that cannot be queried
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if num_bytes < 1000 or unit == "TB":
+            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    return ""  # unreachable
+
+
+def check_memory(num_bytes: int, device: torch.device | str, what: str, *, hint: str = "lower mem") -> None:
+    """Refuse, in one line, to allocate ``num_bytes`` for ``what`` when ``device`` has less available.
+
+    >>> check_memory(10**20, "cpu", "a buffer")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    continual.errors.ContinualError: a buffer needs 100000000.0 TB on cpu, but ...
+    """
+    free = available_memory(device)
+    if free is not None and num_bytes > free:
+        raise ContinualError(f"{what} needs {_size(num_bytes)} on {torch.device(device)}, but {_size(free)} is available; {hint}")
 
 
 class Samples(NamedTuple):
@@ -84,6 +132,7 @@ class Buffer:
     """
 
     kind = "buffer"
+    _index_tensors = 2  # int64 entries stored per sample beside the input (label, task id)
     per_batch = False  # True: filled from each training batch (add); False: at the end of each experience (update)
 
     def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
@@ -104,13 +153,25 @@ class Buffer:
         return ("x", "y", "t", "logits")
 
     def _allocate(self, x: Tensor, logit_width: int | None = None) -> None:
-        """Preallocate every storage tensor for ``capacity`` samples shaped like ``x[0]``."""
+        """Preallocate every storage tensor for ``capacity`` samples shaped like ``x[0]``.
+
+        Raises:
+            ContinualError: when the device has not the memory (checked before allocating), saying
+                how much the buffer needs and how much is available.
+        """
         C, dev = self.capacity, self.device
-        self.x = torch.zeros((C, *x.shape[1:]), dtype=x.dtype, device=dev)
-        self.y = torch.zeros(C, dtype=torch.int64, device=dev)
-        self.t = torch.zeros(C, dtype=torch.int64, device=dev)
-        if logit_width is not None:
-            self.logits = torch.full((C, logit_width), float("-inf"), device=dev)
+        per_sample = x[0].numel() * x.element_size() + 8 * self._index_tensors + 4 * (logit_width or 0)
+        check_memory(C * per_sample, dev, f"a {self.kind} buffer of mem={C} samples ({per_sample} bytes each)")
+        try:
+            self.x = torch.zeros((C, *x.shape[1:]), dtype=x.dtype, device=dev)
+            self.y = torch.zeros(C, dtype=torch.int64, device=dev)
+            self.t = torch.zeros(C, dtype=torch.int64, device=dev)
+            if logit_width is not None:
+                self.logits = torch.full((C, logit_width), float("-inf"), device=dev)
+        except RuntimeError as exc:  # out of memory after all (the check cannot see every limit)
+            self.x = self.y = self.t = self.logits = None
+            raise ContinualError(f"a {self.kind} buffer of mem={C} samples needs {_size(C * per_sample)} on {dev}, "
+                                 f"which could not be allocated ({(str(exc).splitlines() or [''])[0][:120]}); lower mem") from None
 
     @property
     def memory_bytes(self) -> int:
@@ -524,6 +585,8 @@ class ExperienceBalancedBuffer(_GroupBalancedBuffer):
     def _storage_names(self) -> tuple[str, ...]:
         return ("x", "y", "t", "logits", "experience")
 
+    _index_tensors = 3  # label, task id, experience index
+
     def _allocate(self, x: Tensor, logit_width: int | None = None) -> None:
         super()._allocate(x, logit_width)
         self.experience = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
@@ -633,6 +696,7 @@ class DERpp(Plugin):
     """
 
     name = "der++"
+    strength_names = ("alpha", "beta")  # named in the message when the loss diverges
 
     def __init__(self, buffer: ReservoirBuffer, *, alpha: float = 0.1, beta: float = 0.5, batch_size: int = 0) -> None:
         if not isinstance(buffer, ReservoirBuffer):
@@ -700,6 +764,8 @@ register(Strategy(
         "replay_batch": 0,  # replay samples per batch; 0: the training batch size
     },
     make_plugins=_er_plugins,
+    limits={"buffer": BUFFERS, "selection": SELECTIONS, "mem": Range(1), "replay_batch": Range(0)},
+    past_classes=True,
 ))
 register(Strategy(
     "der++", "DER++ (Buzzega et al. 2020): replay stored logits (MSE) and labels (CE) from a reservoir",
@@ -710,6 +776,8 @@ register(Strategy(
         "replay_batch": 0,  # replay samples per batch; 0: the training batch size
     },
     make_plugins=_derpp_plugins,
+    limits={"mem": Range(1), "alpha": Range(0), "beta": Range(0), "replay_batch": Range(0)},
+    past_classes=True,
 ))
 
 __all__ = [

@@ -13,6 +13,7 @@ Baselines defined here:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -33,6 +34,61 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Range:
+    """The accepted range of a number: ``low <= value`` (``<`` with ``low_open``), likewise ``high``.
+
+    >>> str(Range(0, 1, high_open=True)), str(Range(1)), str(Range(0, low_open=True))
+    ('in [0, 1)', '>= 1', '> 0')
+    >>> Range(1).check(0, "mem")
+    Traceback (most recent call last):
+    ...
+    continual.errors.ContinualError: mem=0 is out of range: expected >= 1
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return "a finite number"
+
+    def check(self, value: float, label: str) -> float:
+        """``value`` if it is finite and in range; a :class:`ContinualError` naming ``label`` and the range otherwise."""
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and self.low is not None:
+            ok = value > self.low if self.low_open else value >= self.low
+        if ok and self.high is not None:
+            ok = value < self.high if self.high_open else value <= self.high
+        if not ok:
+            raise ContinualError(f"{label}={value!r} is out of range: expected {self}")
+        return value
+
+
+def _number(x: float | None) -> str:
+    return str(x) if x is None or isinstance(x, int) else f"{x:g}"
+
+
+Limit = Range | tuple[str, ...]  # a number's range, or the accepted names of a text setting
+
+
+def check_limit(limit: Limit, value: object, label: str) -> object:
+    """``value`` if ``limit`` (a :class:`Range` or a tuple of accepted names) allows it; a one-line error otherwise."""
+    if isinstance(limit, Range):
+        return limit.check(value, label)
+    if value not in limit:
+        raise ContinualError(f"{label}={value!r} is not accepted; expected one of {', '.join(limit)}")
+    return value
+
+
+@dataclass(frozen=True)
 class Strategy:
     """A named way to train on a stream.
 
@@ -49,6 +105,11 @@ class Strategy:
             trainer is made: it may freeze parts of the model and ask for learning-rate scales of
             parameter groups (transfer baselines).
         needs_pretrained: the strategy needs pretrained weights (``RunConfig.pretrained``).
+        limits: accepted values of hyperparameters, checked by :meth:`params`: a :class:`Range`
+            for a number, a tuple of names for a text setting. Every float must be finite.
+        past_classes: the strategy trains on past classes or their logits (replay, distillation,
+            cumulative training), so a head that masks past classes (``incremental-mask-past``)
+            does not apply to it.
     """
 
     name: str
@@ -58,16 +119,22 @@ class Strategy:
     make_plugins: Callable[[dict, Context], list] = lambda params, context: []
     prepare_model: Callable[..., list | None] | None = None
     needs_pretrained: bool = False
+    limits: Mapping[str, Limit] = field(default_factory=dict)
+    past_classes: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ContinualError(f"strategy {self.name!r}: unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        unknown = [k for k in self.limits if k not in self.defaults]
+        if unknown:
+            raise ContinualError(f"strategy {self.name!r}: limits for {', '.join(unknown)}, which are not among its parameters")
 
     def params(self, overrides: Mapping[str, object] | None = None) -> dict:
         """The defaults with ``overrides`` applied; strings are parsed to each default's type.
 
         Raises:
-            ContinualError: for an unknown key (naming the accepted ones) or a value of the wrong type.
+            ContinualError: for an unknown key (naming the accepted ones), a value of the wrong type,
+                a float that is not finite or a value outside its limits.
         """
         params = dict(self.defaults)
         for key, value in (overrides or {}).items():
@@ -75,6 +142,11 @@ class Strategy:
                 accepted = ", ".join(sorted(params)) or "none"
                 raise ContinualError(f"strategy {self.name!r} has no parameter {key!r}; accepted: {accepted}")
             params[key] = coerce(value, type(params[key]), f"{self.name}.{key}")
+        for key, value in params.items():
+            if key in self.limits:
+                check_limit(self.limits[key], value, f"{self.name}.{key}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ContinualError(f"{self.name}.{key}={value!r} must be a finite number")
         return params
 
 
@@ -166,10 +238,12 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
     def prepare_model(model, params: dict, context: Context) -> list:
         return [g for i in preparers for g in (parts[i].prepare_model(model, own(i, params), context) or [])]
 
+    limits = {names_of[i][k]: v for i, part in enumerate(parts) for k, v in part.limits.items()}
     return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins,
-                    prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts))
+                    prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts),
+                    limits=limits, past_classes=any(p.past_classes for p in parts))
 
 
 register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))
 register(Strategy("joint", "one model trained on all experiences at once (upper bound)", schedule="joint"))
-register(Strategy("cumulative", "at each step, train on all data seen so far", schedule="cumulative"))
+register(Strategy("cumulative", "at each step, train on all data seen so far", schedule="cumulative", past_classes=True))

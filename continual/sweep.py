@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ContinualError
-from .experiment import RunConfig
+from .experiment import MAX_SEEDS, RunConfig
 from .files import FolderLock, check_writable, remove_temporaries
 from .results import atomic_write_text, load_result, result_from_dict, save_result
 
@@ -65,6 +65,10 @@ def _load_toml(path: Path) -> dict:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ContinualError(f"{path}: no such sweep file") from None
+    except IsADirectoryError:
+        raise ContinualError(f"{path} is a folder; give a sweep file (TOML)") from None
+    except UnicodeDecodeError as exc:
+        raise ContinualError(f"{path}: not a text file (byte {exc.start} is not UTF-8); give a sweep file (TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ContinualError(f"{path}: not valid TOML ({exc})") from None
 
@@ -85,8 +89,8 @@ class Sweep:
             raise ContinualError(f"{source}: unknown key {sorted(unknown)[0]!r}; accepted: {', '.join(sorted(_SWEEP_KEYS))}")
         seeds = obj.get("seeds", 1)
         if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise ContinualError(f"{source}: seeds={seeds} must be at least 1")
+            if not 1 <= seeds <= MAX_SEEDS:
+                raise ContinualError(f"{source}: seeds={seeds} is out of range: expected 1..{MAX_SEEDS} (or a list of seeds)")
             seeds = list(range(seeds))
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
             raise ContinualError(f"{source}: seeds must be a positive int or a list of ints, got {seeds!r}")
@@ -121,8 +125,9 @@ class Sweep:
                 sweep.base[key] = value
         return sweep
 
-    def configs(self) -> list[RunConfig]:
-        """Every run of the grid, resolved (defaults filled in, names and types checked)."""
+    def configs(self, *, here: bool = True) -> list[RunConfig]:
+        """Every run of the grid, resolved (defaults filled in, names and types checked); ``here=False``
+        leaves the device and data root to the machine that runs (Ray), see :meth:`RunConfig.resolve`."""
         base_items = [(k, v if isinstance(v, list) else [v]) for k, v in self.base.items()]
         runs = []
         for strategy, grid in self.strategies.items():
@@ -135,7 +140,7 @@ class Sweep:
                     settings = dict(zip([k for k, _ in base_items], base_values))
                     for seed in self.seeds:
                         cfg = RunConfig(strategy=strategy, label=label).override({**settings, **chosen, "seed": seed})
-                        runs.append(cfg.resolve())
+                        runs.append(cfg.resolve(here=here))
         return runs
 
 
@@ -237,7 +242,9 @@ def run_sweep(
         raise ContinualError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if workers < 1:
         raise ContinualError(f"--workers {workers} must be at least 1")
-    configs = sweep.configs()
+    if engine == "ray":
+        check_ray_address(address)  # before anything is written
+    configs = sweep.configs(here=engine != "ray")
     check_writable(sweep.out)
     outcomes: dict[int, Outcome] = {}
     pending: list[tuple[int, RunConfig, Path]] = []
@@ -329,6 +336,35 @@ def run_sweep(
     return [outcomes[i] for i in range(len(configs))]
 
 
+RAY_CONNECT_TIMEOUT = 10.0  # seconds to reach a Ray cluster's address before giving up
+
+
+def check_ray_address(address: str | None, *, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Check that a Ray cluster's ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a connection.
+
+    ``ray.init`` retries an unreachable address for ever; this gives one line after ``timeout``
+    seconds instead. ``None``, ``"auto"`` and ``"local"`` are left to Ray.
+
+    Raises:
+        ContinualError: for an address that is not ``HOST:PORT`` or that does not answer.
+    """
+    import socket
+
+    if address in (None, "auto", "local"):
+        return
+    host, sep, port = str(address).split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ContinualError(f"Ray address {address!r} is not accepted; expected HOST:PORT (e.g. 127.0.0.1:6379), "
+                             "ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:  # refused, unreachable, unknown host, timed out
+        reason = exc.strerror or type(exc).__name__
+        raise ContinualError(f"no Ray cluster answers at {address} ({reason}, waited up to {timeout:g} s); "
+                             "start one with 'ray start --head' or give its HOST:PORT") from None
+
+
 def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None, finish, threads: int) -> None:
     try:
         import ray
@@ -336,7 +372,11 @@ def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None
         raise ContinualError("--engine ray needs Ray: pip install 'continual[ray]'") from None
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except Exception as exc:  # ConnectionError, RuntimeError...: one line, not Ray's traceback
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ContinualError(f"Ray could not connect to {address or 'a new local instance'} ({type(exc).__name__}: {reason})") from None
         started = True
     try:
         remote = ray.remote(_execute)

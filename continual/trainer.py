@@ -18,8 +18,9 @@ Plugins see five hooks; each is optional and returns what it adds rather than ed
 - ``after_experience(model, experience)`` (consolidate importances, fill a buffer).
 
 A plugin may also have a ``name`` (used to label its penalty in the results; default: its class
-name) and a ``report() -> dict`` of JSON-able facts (buffer memory, head sizes, penalty terms)
-that a run stores under ``extra[name]``.
+name), a ``report() -> dict`` of JSON-able facts (buffer memory, head sizes, penalty terms)
+that a run stores under ``extra[name]``, and ``strength_names``, the attributes holding its
+penalty's strength (EWC: ``("lam",)``), which the error for a loss that diverged names.
 
 Checkpoints: a plugin with state has ``state_dict()`` (tensors and plain values) and
 ``load_state_dict(state)``. A plugin that keeps a copy of the model (LwF's frozen teacher) may
@@ -98,18 +99,42 @@ def load_plugin_state(plugin: object, state: dict, model: nn.Module) -> None:
         plugin.load_state_dict(state)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is checked and returned."""
+DEVICES = "auto, cpu, cuda or cuda:N"  # what resolve_device accepts, for messages
+
+
+def resolve_device(device: str | torch.device, *, here: bool = True) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``cpu``, ``cuda`` or ``cuda:N`` is checked
+    (it must exist and take a tensor here) and returned.
+
+    Args:
+        device: the device's name.
+        here: check that this machine can use it; ``False`` checks the name only (a run that
+            executes elsewhere, e.g. a Ray task on a GPU node; ``"auto"`` then gives ``cpu``).
+
+    Raises:
+        ContinualError: one line naming the device and what is accepted, for a name PyTorch does
+            not know, a device type this library does not train on (``meta``, ``mps``, ``xla``...)
+            or a device this machine cannot use.
+    """
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if here and torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise ContinualError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise ContinualError(f"unknown device {device!r}; expected {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ContinualError(f"device {device!r} is not supported (type {dev.type!r}); expected {DEVICES}")
+    if not here:
+        return dev
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ContinualError(f"device {device!r} asked for but CUDA is not available here; use --device cpu or auto")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ContinualError(f"device {device!r} does not exist; this machine has cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    try:
+        torch.empty(0, device=dev)
+    except Exception as exc:  # a driver or build that cannot allocate there, of whatever kind
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ContinualError(f"device {device!r} cannot be used here ({type(exc).__name__}: {reason}); expected {DEVICES}") from None
     return dev
 
 
@@ -225,6 +250,26 @@ class Trainer:
         names = {id(p): n for n, p in self.model.named_parameters()}
         self._added_groups.append([names.get(id(p), "") for p in params])
 
+    def _divergence(self, loss: float, index: int, epoch: int) -> str:
+        """The message for a loss that is not finite: the learning rate and each penalty's strength.
+
+        A penalty plugin names its strength hyperparameters in ``strength_names`` (EWC: ``lam``);
+        a name that several plugins share is given as ``PLUGIN.NAME``, as combined strategies spell it.
+        """
+        found = []  # (plugin name, hyperparameter, value)
+        for name, hook in self._hooks["penalty"]:
+            plugin = getattr(hook, "__self__", None)
+            found += [(name, key, getattr(plugin, key)) for key in getattr(plugin, "strength_names", ())]
+        shared = {key for _, key, _ in found if sum(k == key for _, k, _ in found) > 1}
+        settings = [f"{name}.{key}" if key in shared else key for name, key, _ in found]
+        facts = [f"lr={self.optimizer.param_groups[0]['lr']:g}"] + [f"{name} {key}={value:g}" for name, key, value in found]
+        fix = "lower the learning rate (--lr)"
+        if found:
+            fix += f" or the penalty's strength ({' or '.join(f'--set {k}=...' for k in settings)})"
+        elif self._hooks["penalty"]:
+            fix += " or a penalty's strength"
+        return f"the training loss became {loss} in experience {index}, epoch {epoch} ({', '.join(facts)}): {fix}"
+
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue training exactly: model, optimizer, generators, plugin
@@ -324,10 +369,7 @@ class Trainer:
                 loss_sum += loss.detach()
             mean_loss = loss_sum.item() / -(-n // bs)  # one host sync per epoch
             if mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
-                raise ContinualError(
-                    f"the training loss became {mean_loss} in experience {experience.index}, epoch {epoch}; "
-                    f"lower the learning rate (lr={opt.param_groups[0]['lr']}) or a penalty's strength"
-                )
+                raise ContinualError(self._divergence(mean_loss, experience.index, epoch))
             self._emit("epoch_end", experience=experience.index, epoch=epoch, loss=mean_loss)
 
         h0 = time.perf_counter()

@@ -30,7 +30,7 @@ from torch import nn
 
 from .errors import ContinualError, ContinualWarning
 from .files import atomic_torch_save, checksum_problem
-from .strategies import Context, Strategy, register
+from .strategies import Context, Range, Strategy, register
 
 CHECKPOINT_FORMAT = "continual.pretrained"
 CHECKPOINT_VERSION = 1
@@ -324,4 +324,5 @@ register(Strategy(
     "finetune-pretrained", "every layer fine-tuned from pretrained weights (needs --pretrained)",
     defaults={"backbone_lr_scale": 1.0, "freeze_blocks": 0},  # backbone lr = lr * scale; first k blocks frozen
     prepare_model=_prepare_finetune, needs_pretrained=True,
+    limits={"backbone_lr_scale": Range(0, low_open=True), "freeze_blocks": Range(0)},
 ))

@@ -120,3 +120,95 @@ def test_threads_below_one_is_a_one_line_error(command, tmp_path, capsys):
     assert main([*command, "--threads", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--threads 0 must be at least 1" in err
+
+
+@pytest.fixture
+def odd_paths(tmp_path):
+    """A file, a symbolic link to it, a folder and a broken link, as --out values meet them."""
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "alink").symlink_to(tmp_path / "afile")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    return tmp_path
+
+
+DEVICES_THIS_BUILD_CANNOT_USE = ["meta", "mps", "xla", "hip", "xpu", "vulkan", "ipu", "privateuseone", "lazy"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    # paths: the name or kind of --out ("{tmp}" is the test's folder)
+    (["run", "--out", "{tmp}/afile"], "--out '{tmp}/afile' is a file, not a folder"),
+    (["run", "--out", "{tmp}/afile/sub"], "'{tmp}/afile' is a file, not a folder; give a path through folders only"),
+    (["run", "--out", "{tmp}/alink"], "--out '{tmp}/alink' is a file, not a folder"),
+    (["run", "--out", "{tmp}/broken"], "is a broken symbolic link"),
+    (["run", "--out", "{tmp}/" + "x" * 300], "is 300 bytes long; this file system allows"),
+    (["run", "--out", "{tmp}/" + "/".join(["d" * 200] * 25)], "for a whole path"),
+    (["run", "--out", ""], "--out '' is empty"),
+    (["run", "--out", "{tmp}/runs", "--label", "L" * 255], "bytes with its temporary suffix; this file system allows"),
+    (["pretrain", "--out", "{tmp}/adir"], "--out '{tmp}/adir' is a folder; give a file name such as {tmp}/adir/pretrained.pt"),
+    (["pretrain", "--out", ""], "--out '' is empty; give a file name"),
+    (["pretrain", "--out", "{tmp}/afile/net.pt"], "'{tmp}/afile' is a file, not a folder"),
+    (["pretrain", "--out", "{tmp}/" + "p" * 250 + ".pt"], "bytes with its temporary suffix"),
+    (["pretrain", "--out", "{tmp}/net.pt", "--lr", "1e308"], "lr=1e+308 is out of range"),
+    (["compare", "{tmp}/adir", "--out", "{tmp}/afile"], "--out '{tmp}/afile' is a file, not a folder"),
+    (["plot", "{tmp}/adir", "--out", "{tmp}/afile"], "--out '{tmp}/afile' is a file, not a folder"),
+    (["demo", "--out", "{tmp}/afile"], "--out '{tmp}/afile' is a file, not a folder"),
+    (["demo", "--out", "{tmp}/demo", "--seeds", "0"], "--seeds 0 is out of range: expected 1..10000"),
+    (["demo", "--out", "{tmp}/demo", "--seeds", "-1"], "--seeds -1 is out of range: expected 1..10000"),
+    (["demo", "--out", "{tmp}/demo", "--device", "meta"], "device 'meta' is not supported"),
+    (["sweep", "{tmp}/adir"], "{tmp}/adir is a folder; give a sweep file (TOML)"),
+    # devices PyTorch knows but this build cannot use
+    *[(["run", "--device", d], f"device '{d}' is not supported (type '{d}'); expected auto, cpu, cuda or cuda:N")
+      for d in DEVICES_THIS_BUILD_CANNOT_USE],
+    (["run", "--set", "device=meta"], "device 'meta' is not supported"),
+    # numbers out of range
+    (["run", "--seed", "99999999999999999999"], "seed=99999999999999999999 is out of range: expected in [0, 9223372036854775807]"),
+    (["run", "--seed", "-9223372036854775809"], "seed=-9223372036854775809 is out of range"),
+    (["run", "--seed", "-1"], "seed=-1 is out of range"),
+    (["run", "--seed", "9223372036854775807", "--seeds", "2"], "--seed 9223372036854775807 with --seeds 2 is out of range"),
+    (["run", "--seeds", "99999999999"], "--seeds 99999999999 is out of range: expected 1..10000"),
+    (["run", "--momentum", "-1"], "momentum=-1.0 is out of range: expected in [0, 1)"),
+    (["run", "--set", "weight_decay=-1"], "weight_decay=-1.0 is out of range: expected in [0, "),
+    (["run", "--lr", "1e308"], "lr=1e+308 is out of range: expected in (0, 3.40282e+37]"),
+    (["run", "--lr", "0"], "lr=0.0 is out of range"),
+    (["run", "--epochs", "0"], "epochs=0 is out of range: expected >= 1"),
+    (["run", "--batch-size", "0"], "batch_size=0 is out of range: expected >= 1"),
+    # accepted silently before
+    (["run", "--num-experiences", "0"], "num_experiences=0 is out of range: expected >= 1"),
+    (["run", "--set", "num_experiences=0"], "num_experiences=0 is out of range: expected >= 1"),
+    (["run", "--num-experiences", "11"], "has 10 classes, so expected 1..10"),
+    (["run", "--scenario", ""], "has no scenario ''; expected one of class, task"),
+    (["run", "--model", ""], "unknown model ''; expected one of mlp"),
+    (["run", "--head", ""], "unknown head ''; expected one of fixed"),
+    # strategy settings and heads
+    (["run", "--strategy", "replay", "--set", "mem=0"], "replay.mem=0 is out of range: expected >= 1"),
+    (["run", "--strategy", "ewc", "--set", "lam=-1"], "ewc.lam=-1.0 is out of range: expected >= 0"),
+    *[(["run", "--strategy", s, "--head", "incremental-mask-past"], f"but strategy '{s}' trains on past classes")
+      for s in ("replay", "der++", "lwf", "ewc+replay")],
+    # data
+    (["run", "--data-root", "{tmp}/missing"], "data root '{tmp}/missing' does not exist"),
+    (["run", "--benchmark", "split-mnist", "--data-root", "{tmp}/afile"], "data root '{tmp}/afile' is a file"),
+])
+def test_odd_arguments_are_one_line_errors_before_anything_runs(argv, message, odd_paths, capsys):
+    tmp = str(odd_paths)
+    argv = [a.replace("{tmp}", tmp) for a in argv]
+    if argv[0] == "run" and "--out" not in argv:
+        argv += ["--out", f"{tmp}/runs"]
+    before = sorted(p.name for p in odd_paths.iterdir())
+    assert main(argv + (["--quiet"] if argv[0] in ("run", "demo") else [])) == 2
+    err = capsys.readouterr().err
+    assert message.replace("{tmp}", tmp) in err
+    assert err.count("\n") == 1 and err.startswith("continual: error: ") and "Traceback" not in err
+    assert sorted(p.name for p in odd_paths.iterdir()) == before  # nothing written
+
+
+def test_a_replay_buffer_too_large_for_memory_says_what_it_needs(tmp_path, capsys):
+    argv = ["run", "--strategy", "replay", "--set", "mem=99999999999", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "a reservoir buffer of mem=99999999999 samples (80 bytes each) needs 8.0 TB on cpu, but " in err
+    assert "is available; lower mem" in err and err.count("\n") == 1
+
+
+def test_the_default_ewc_run_does_not_diverge(tmp_path, capsys):
+    assert main(["run", "--strategy", "ewc", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path), "--quiet"]) == 0

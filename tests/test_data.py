@@ -182,6 +182,7 @@ def test_search_order(isolated, monkeypatch):
 
 def test_missing_files_error_lists_places_and_ways(isolated, monkeypatch):
     monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": ("/nonexistent/fashion-mnist",)})
+    (isolated / "nowhere").mkdir()  # an empty data root (a missing one is refused by itself)
     with pytest.raises(ContinualError) as err:
         fashion_mnist(root=isolated / "nowhere")
     msg = str(err.value)
@@ -191,6 +192,35 @@ def test_missing_files_error_lists_places_and_ways(isolated, monkeypatch):
     with pytest.raises(ContinualError) as err:
         mnist()
     assert "apt-get" not in str(err.value) and "--download" in str(err.value)
+
+
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_idx_files_with_no_samples_name_the_file(isolated, split):
+    write_mnist(isolated / "d", gz=False)
+    empty = isolated / "d" / f"{split}-images-idx3-ubyte"
+    empty.write_bytes(idx_bytes(np.zeros((0, 28, 28), np.uint8)))  # a valid header, 0 images
+    with pytest.raises(ContinualError, match=f"^{empty}: holds no samples \\(its header says 0x28x28\\)"):
+        mnist(root=isolated / "d")
+    (isolated / "d" / f"{split}-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(0, np.uint8)))
+    with pytest.raises(ContinualError, match="holds no samples"):
+        mnist(root=isolated / "d")
+
+
+def test_a_data_root_that_is_missing_or_a_file_is_refused_not_passed_over(isolated, monkeypatch):
+    write_mnist(isolated / "system", seed=4)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": (str(isolated / "system"),)})
+    assert fashion_mnist().x_train.shape[0] == 20  # no root: the system folder is read
+    (isolated / "afile").write_text("x")
+    for loader in (fashion_mnist, mnist, cifar10):
+        with pytest.raises(ContinualError, match=f"^data root '{isolated}/missing' does not exist; give an existing folder, or add --download"):
+            loader(root=isolated / "missing")
+    for loader in (fashion_mnist, mnist):
+        with pytest.raises(ContinualError, match=f"^data root '{isolated}/afile' is a file; give a folder holding the dataset's files$"):
+            loader(root=isolated / "afile")
+    with pytest.raises(ContinualError, match="data root '' is empty"):
+        fashion_mnist(root="")
+    assert data.check_root(isolated / "new", download=True) == isolated / "new"  # a download creates it
+    assert main(["run", "--benchmark", "split-fmnist", "--data-root", str(isolated / "afile"), "--out", str(isolated / "runs")]) == 2
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -452,7 +482,8 @@ def test_run_and_cli_with_data_root(all_data, tmp_path, capsys):
     code = main(["run", "--benchmark", "split-mnist", "--data-root", str(all_data), "--batch-size", "16",
                  "--device", "cpu", "--quiet", "--out", str(tmp_path / "runs")])
     assert code == 0 and "split-mnist" in capsys.readouterr().out
-    assert main(["run", "--benchmark", "split-cifar10", "--data-root", str(tmp_path / "none"), "--quiet"]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "--benchmark", "split-cifar10", "--data-root", str(tmp_path / "empty"), "--quiet"]) == 2
     assert "CIFAR-10 not found" in capsys.readouterr().err
 
 

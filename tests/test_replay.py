@@ -288,8 +288,10 @@ def test_der_penalty_is_finite_with_task_masked_logits():
 
 
 def test_bad_settings_name_the_value_and_the_choices():
-    with pytest.raises(ContinualError, match="unknown buffer 'fifo'; expected one of reservoir, class-balanced, experience-balanced"):
+    with pytest.raises(ContinualError, match="buffer='fifo' is not accepted; expected one of reservoir, class-balanced, experience-balanced"):
         run(RunConfig(strategy="replay", device="cpu", params={"buffer": "fifo"}))
+    with pytest.raises(ContinualError, match="unknown buffer 'fifo'; expected one of reservoir, class-balanced, experience-balanced"):
+        make_buffer("fifo", 10)
     with pytest.raises(ContinualError, match="unknown selection 'best'; expected one of random, herding"):
         make_buffer("class-balanced", 10, selection="best")
     with pytest.raises(ContinualError, match="needs buffer=class-balanced"):
@@ -346,3 +348,20 @@ def test_replay_forgets_clearly_less_than_finetune(digits_runs, strategy):
     assert mean(rp, "average_forgetting") < mean(ft, "average_forgetting") - 0.5
     assert mean(rp, "final_average_accuracy") > mean(ft, "final_average_accuracy") + 0.5
     assert mean(rp, "final_average_accuracy") > 0.8
+
+
+def test_a_buffer_larger_than_the_memory_available_is_refused_before_allocating(monkeypatch):
+    import continual.replay as replay
+
+    assert replay.available_memory("cpu") > 0  # MemAvailable, or free pages
+    monkeypatch.setattr(replay, "available_memory", lambda device: 1000)
+    x, y, t = torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    buf = ReservoirBuffer(100)  # 100 x (64 + 8 + 8) bytes = 8 kB
+    with pytest.raises(ContinualError, match=r"^a reservoir buffer of mem=100 samples \(80 bytes each\) needs 8\.0 KB on cpu, "
+                                             r"but 1\.0 KB is available; lower mem$"):
+        buf.add(x, y, t)
+    assert buf.x is None  # nothing allocated
+    der = ReservoirBuffer(10, logit_width=10)  # 10 x (64 + 16 + 40) = 1.2 kB
+    with pytest.raises(ContinualError, match=r"\(120 bytes each\) needs 1\.2 KB"):
+        der.add(x, y, t, logits=torch.zeros(4, 10))
+    ReservoirBuffer(12).add(x, y, t)  # 960 bytes fit

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from continual import ContinualError, RunConfig, Strategy, get_strategy
@@ -81,3 +83,37 @@ def test_composition_namespaces_shared_hyperparameters():
     assert cfg.params["mas.lam"] == 2.0 and cfg.params["ewc.lam"] == both.defaults["ewc.lam"]
     with pytest.raises(ContinualError, match="appears twice"):
         get_strategy("ewc+ewc")
+
+
+def test_limits_are_checked_with_the_parameters_and_compose_by_part():
+    from continual.strategies import Range
+
+    s = Strategy("toy-limits", "test only", defaults={"lam": 1.0, "mem": 10, "kind": "a"},
+                 limits={"lam": Range(0), "mem": Range(1, 100), "kind": ("a", "b")})
+    assert s.params({"lam": "0", "mem": "100", "kind": "b"}) == {"lam": 0.0, "mem": 100, "kind": "b"}
+    for values, message in (({"lam": "-1"}, "toy-limits.lam=-1.0 is out of range: expected >= 0"),
+                            ({"mem": "101"}, "toy-limits.mem=101 is out of range: expected in [1, 100]"),
+                            ({"kind": "c"}, "toy-limits.kind='c' is not accepted; expected one of a, b")):
+        with pytest.raises(ContinualError, match=re.escape(message)):
+            s.params(values)
+    free = Strategy("toy-free", "test only", defaults={"x": 1.0})
+    with pytest.raises(ContinualError, match="toy-free.x=inf must be a finite number"):
+        free.params({"x": "inf"})  # a float without limits must still be finite
+    with pytest.raises(ContinualError, match="limits for nope, which are not among its parameters"):
+        Strategy("toy-bad", "x", defaults={"lam": 1.0}, limits={"nope": Range(0)})
+    both = get_strategy("ewc+mas")
+    assert set(both.limits) >= {"ewc.lam", "mas.lam", "estimator"} and not both.past_classes
+    with pytest.raises(ContinualError, match=re.escape("ewc+mas.mas.lam=-1.0 is out of range: expected >= 0")):
+        both.params({"mas.lam": -1})
+    assert get_strategy("ewc+replay").past_classes and get_strategy("cumulative").past_classes
+    assert not get_strategy("joint").past_classes
+
+
+def test_every_registered_number_has_a_limit():
+    """A strategy's numeric hyperparameters all have a range (checked at resolve, before a run)."""
+    for name, strategy in STRATEGIES.items():
+        if name.startswith("toy"):
+            continue
+        for key, value in strategy.defaults.items():
+            assert key in strategy.limits, f"{name}.{key} has no limit"
+            assert strategy.params({key: value})[key] == value  # the default itself is accepted

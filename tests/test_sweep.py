@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -333,3 +334,43 @@ def test_a_sweep_removes_a_finished_runs_leftover_checkpoints_and_temporaries(tm
     [again] = run_sweep(_small_sweep(tmp_path))
     assert again.status == "skipped"
     assert sorted(p.name for p in done.folder.iterdir()) == ["config.json", "result.json"]
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1 (Connection refused, waited up to 10 s)"),
+    ("ray://127.0.0.1:1", "no Ray cluster answers at ray://127.0.0.1:1"),
+    ("127.0.0.1", "Ray address '127.0.0.1' is not accepted; expected HOST:PORT"),
+    ("127.0.0.1:99999", "is not accepted"),
+])
+def test_an_unreachable_ray_address_is_one_line_not_an_endless_retry(tmp_path, address, message):
+    from continual.sweep import check_ray_address
+
+    with pytest.raises(ContinualError, match=re.escape(message)):
+        check_ray_address(address)
+    check_ray_address(None)  # a new local instance: left to Ray
+    sweep = Sweep.from_dict({"out": str(tmp_path / "out"), "base": {"epochs": 1, "device": "cpu"}, "strategies": {"finetune": {}}})
+    with pytest.raises(ContinualError, match=re.escape(message)):
+        run_sweep(sweep, engine="ray", address=address)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_sweep_files_that_are_folders_or_not_text_and_too_many_seeds(tmp_path, capsys):
+    (tmp_path / "bin.toml").write_bytes(b"out = \xff\n")
+    for path, message in ((tmp_path, f"{tmp_path} is a folder; give a sweep file (TOML)"),
+                          (tmp_path / "bin.toml", "not a text file (byte 6 is not UTF-8)")):
+        assert main(["sweep", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    with pytest.raises(ContinualError, match=r"seeds=99999999999 is out of range: expected 1\.\.10000"):
+        Sweep.from_dict({"seeds": 99999999999, "strategies": {"finetune": {}}})
+    with pytest.raises(ContinualError, match=r"seed=-1 is out of range"):
+        Sweep.from_dict({"seeds": [-1], "strategies": {"finetune": {}}}).configs()
+    f = write_sweep(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(["sweep", str(f), "--set", f"out={tmp_path / 'afile'}"]) == 2
+    assert "the sweep's out" in capsys.readouterr().err
+
+
+def test_a_ray_sweep_leaves_the_device_to_the_workers(tmp_path):
+    sweep = Sweep.from_dict({"out": str(tmp_path), "base": {"device": "cuda:5"}, "strategies": {"finetune": {}}})
+    assert [c.device for c in sweep.configs(here=False)] == ["cuda:5"]

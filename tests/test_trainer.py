@@ -197,3 +197,40 @@ def test_timings_per_phase(stream):
     t = trainer.timings
     assert len(t.train) == len(t.plugins) == 5 and len(t.eval) == 5
     assert all(p <= tr for p, tr in zip(t.plugins, t.train))
+
+
+class Exploding(Plugin):
+    """A penalty whose strength makes the loss infinite, named like a regularizer's."""
+
+    strength_names = ("lam",)
+
+    def __init__(self, name, lam):
+        self.name, self.lam = name, lam
+
+    def penalty(self, model, *, x, y, t, out):
+        return self.lam * sum((p**2).sum() for p in model.parameters())
+
+
+def test_a_diverged_loss_names_the_learning_rate_and_each_penalty_strength(stream):
+    with pytest.raises(ContinualError) as err:
+        make_trainer([Exploding("ewc", 1e39)]).fit(stream[0])
+    assert str(err.value) == ("the training loss became nan in experience 0, epoch 0 (lr=0.1, ewc lam=1e+39): "
+                              "lower the learning rate (--lr) or the penalty's strength (--set lam=...)")
+    with pytest.raises(ContinualError) as err:
+        make_trainer([Exploding("ewc", 1e39), Exploding("mas", 0.5)]).fit(stream[0])
+    assert "(lr=0.1, ewc lam=1e+39, mas lam=0.5): lower the learning rate (--lr) or the penalty's strength " \
+           "(--set ewc.lam=... or --set mas.lam=...)" in str(err.value)
+
+
+def test_a_diverged_run_of_ewc_names_lam():
+    with pytest.raises(ContinualError, match=r"became nan in experience \d, epoch 0 \(lr=0.05, ewc lam=1e\+06\): .*--set lam=\.\.\."):
+        run(RunConfig(strategy="ewc", epochs=1, device="cpu", params={"lam": 1e6}))
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xla", "hip", "xpu", "vulkan", "ipu", "privateuseone", "lazy", "cuda:x", "nope"])
+def test_devices_this_build_cannot_train_on_are_refused_in_one_line(device):
+    from continual.trainer import resolve_device
+
+    with pytest.raises(ContinualError, match=r"device '.*'.*expected auto, cpu, cuda or cuda:N"):
+        resolve_device(device)
+    assert resolve_device("cpu").type == "cpu"

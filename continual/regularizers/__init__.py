@@ -13,9 +13,9 @@ split-digits and said so) live in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
-from ..strategies import Context, Strategy, register
+from ..strategies import Context, Range, Strategy, register
 from .base import Combined, QuadraticPenalty, Regularizer, RegularizerBase, combine
-from .ewc import EWC
+from .ewc import CONVENTIONS, EWC
 from .fisher import ESTIMATORS, fisher_diagonal, grad_stats
 from .l2 import L2
 from .lwf import LwF
@@ -23,17 +23,32 @@ from .mas import MAS, mas_importance
 from .si import SI
 
 # Strategy defaults, one place (the classes' own defaults are the same; a test checks it).
-# lam for EWC is for the paper's lambda/2 convention and the empirical Fisher (mean over samples);
+# lam for EWC is for the paper's lambda/2 convention and the Fisher as a mean over samples;
 # num_samples=0 means every training sample. Strengths are capped so that plain SGD at the
 # benchmarks' lr 0.05 stays stable in every scenario (the demo), also for ewc+si: the papers' SI
-# c=1 (with Adam) and MAS lambda=1 diverge there; each module says more.
+# c=1 (with Adam) and MAS lambda=1 diverge there; each module says more. EWC's lam=50 is half the
+# smallest that diverged on a bundled stream with any Fisher estimator, alone or combined, with 1
+# or 10 epochs (100: permuted-digits, exact Fisher, 1 epoch; benchmarks/ewc_stability.py).
 DEFAULTS: dict[str, dict[str, object]] = {
-    "ewc": {"lam": 500.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
-    "online-ewc": {"lam": 500.0, "gamma": 1.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
+    "ewc": {"lam": 50.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
+    "online-ewc": {"lam": 50.0, "gamma": 1.0, "estimator": "empirical", "convention": "paper", "num_samples": 0},
     "si": {"c": 0.1, "xi": 1e-3},
     "mas": {"lam": 0.1},
     "l2": {"lam": 1.0},
     "lwf": {"alpha": 1.0, "temperature": 2.0},
+}
+
+
+# Accepted values, checked when a configuration is resolved (before anything runs).
+_AT_LEAST_0 = Range(0)
+_EWC_LIMITS = {"lam": _AT_LEAST_0, "estimator": ESTIMATORS, "convention": CONVENTIONS, "num_samples": _AT_LEAST_0}
+LIMITS: dict[str, dict[str, object]] = {
+    "ewc": _EWC_LIMITS,
+    "online-ewc": {**_EWC_LIMITS, "gamma": _AT_LEAST_0},
+    "si": {"c": _AT_LEAST_0, "xi": Range(0, low_open=True)},
+    "mas": {"lam": _AT_LEAST_0},
+    "l2": {"lam": _AT_LEAST_0},
+    "lwf": {"alpha": _AT_LEAST_0, "temperature": Range(0, low_open=True)},
 }
 
 
@@ -46,17 +61,17 @@ def _ewc(mode: str):
 
 
 register(Strategy("ewc", "EWC, one quadratic per past experience (Kirkpatrick et al. 2017)",
-                  defaults=DEFAULTS["ewc"], make_plugins=_ewc("separate")))
+                  defaults=DEFAULTS["ewc"], limits=LIMITS["ewc"], make_plugins=_ewc("separate")))
 register(Strategy("online-ewc", "online EWC, decayed running Fisher (Schwarz et al. 2018)",
-                  defaults=DEFAULTS["online-ewc"], make_plugins=_ewc("online")))
+                  defaults=DEFAULTS["online-ewc"], limits=LIMITS["online-ewc"], make_plugins=_ewc("online")))
 register(Strategy("si", "synaptic intelligence, path-integral importance (Zenke et al. 2017)",
-                  defaults=DEFAULTS["si"], make_plugins=lambda p, c: [SI(p["c"], xi=p["xi"])]))
+                  defaults=DEFAULTS["si"], limits=LIMITS["si"], make_plugins=lambda p, c: [SI(p["c"], xi=p["xi"])]))
 register(Strategy("mas", "memory aware synapses, output-sensitivity importance (Aljundi et al. 2018)",
-                  defaults=DEFAULTS["mas"], make_plugins=lambda p, c: [MAS(p["lam"], seed=c.seed)]))
+                  defaults=DEFAULTS["mas"], limits=LIMITS["mas"], make_plugins=lambda p, c: [MAS(p["lam"], seed=c.seed)]))
 register(Strategy("l2", "L2 distance to the previous experience's parameters",
-                  defaults=DEFAULTS["l2"], make_plugins=lambda p, c: [L2(p["lam"])]))
+                  defaults=DEFAULTS["l2"], limits=LIMITS["l2"], make_plugins=lambda p, c: [L2(p["lam"])]))
 register(Strategy("lwf", "learning without forgetting, distillation from the previous model (Li & Hoiem 2017)",
-                  defaults=DEFAULTS["lwf"], make_plugins=lambda p, c: [LwF(p["alpha"], temperature=p["temperature"])]))
+                  defaults=DEFAULTS["lwf"], limits=LIMITS["lwf"], past_classes=True, make_plugins=lambda p, c: [LwF(p["alpha"], temperature=p["temperature"])]))
 
 __all__ = [
     "Combined", "DEFAULTS", "ESTIMATORS", "EWC", "L2", "LwF", "MAS", "QuadraticPenalty", "Regularizer",

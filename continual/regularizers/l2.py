@@ -26,6 +26,8 @@ class L2(QuadraticPenalty):
         0.0
     """
 
+    strength_names = ("lam",)  # named in the message when the loss diverges
+
     def __init__(self, lam: float = 1.0, *, name: str = "l2") -> None:
         super().__init__(lam, decay=0.0)  # importance replaced, not summed: always 1
         self.lam = float(lam)

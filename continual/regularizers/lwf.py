@@ -47,6 +47,8 @@ class LwF(RegularizerBase):
         0.0
     """
 
+    strength_names = ("alpha",)  # named in the message when the loss diverges
+
     def __init__(self, alpha: float = 1.0, *, temperature: float = 2.0, name: str = "lwf") -> None:
         if alpha < 0:
             raise ContinualError(f"alpha={alpha} must be >= 0")

@@ -84,6 +84,8 @@ class MAS(QuadraticPenalty):
         0.0
     """
 
+    strength_names = ("lam",)  # named in the message when the loss diverges
+
     def __init__(self, lam: float = 0.1, *, decay: float = 1.0, num_samples: int | None = None,
                  chunk_size: int = 512, seed: int = 0, name: str = "mas") -> None:
         super().__init__(lam, decay=decay)

@@ -48,6 +48,8 @@ class SI(QuadraticPenalty):
         0.0
     """
 
+    strength_names = ("c",)  # named in the message when the loss diverges
+
     def __init__(self, c: float = 0.1, *, xi: float = 1e-3, name: str = "si") -> None:
         if xi <= 0:
             raise ContinualError(f"xi={xi} must be positive (it damps a division)")
