@@ -8,7 +8,9 @@ raise the ``OSError`` the kernel would, and a path under a regular file fails fo
 import errno
 import os
 import stat
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -114,7 +116,7 @@ def test_every_command_stops_before_training_on_an_output_folder_it_cannot_write
     out = _under_a_file(tmp_path)
     with mock.patch("continual.trainer.Trainer.fit", side_effect=AssertionError("trained")):
         assert main(command(out, tmp_path)) == 2
-    assert one_line_error(capsys).endswith("file/out: not a directory\n")
+    assert "/file' is a file, not a folder" in one_line_error(capsys)  # cli.check_out_dir, before the write probe
 
 
 @pytest.mark.parametrize("code, cause", [(errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left on device (needed")])
@@ -234,3 +236,26 @@ def test_check_writable_removes_its_probe(tmp_path):
     with mock.patch("tempfile.mkstemp", side_effect=OSError(errno.EACCES, os.strerror(errno.EACCES))):
         with pytest.raises(ContinualError, match=f"^{tmp_path}: permission denied$"):
             check_writable(tmp_path)
+
+
+@pytest.mark.parametrize("command", [
+    lambda out, tmp: ["run", "--epochs", "1", "--device", "cpu", "--quiet", "--out", out],
+    lambda out, tmp: ["demo", "--seeds", "1", "--quiet", "--out", out],
+    lambda out, tmp: ["sweep", str(tmp / "sweep.toml"), "--set", f"out={out}", "--quiet"],
+], ids=["run", "demo", "sweep"])
+def test_an_output_folder_without_write_permission_stops_before_training(tmp_path, capsys, command):
+    """Root ignores permission bits, so the probe's write is refused by a mock, as EACCES would."""
+    (tmp_path / "sweep.toml").write_text('[base]\nepochs = 1\ndevice = "cpu"\n[strategies]\nfinetune = {}\n')
+    out = tmp_path / "locked"
+    out.mkdir()
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
+        return real(*args, dir=dir, **kwargs)
+
+    with mock.patch("tempfile.mkstemp", side_effect=refuse), \
+         mock.patch("continual.trainer.Trainer.fit", side_effect=AssertionError("trained")):
+        assert main(command(str(out), tmp_path)) == 2
+    assert one_line_error(capsys).endswith("locked: permission denied\n")
