@@ -144,7 +144,7 @@ class RunConfig:
                                  f"has {most} classes, so expected 1..{most}")
         _check_class_order(resolved.class_order, bench)
         if here:
-            check_root(self.data_root, download=self.download, archive=True)
+            check_root(self.data_root, download=self.download, archive="cifar" in bench.name)  # as its loader will
         resolve_device(self.device, here=here)
         return resolved
     def to_dict(self) -> dict:
