@@ -253,14 +253,28 @@ def available_cores() -> int:
 
 
 # Threads a CPU run uses by default, per model (benchmarks/threads.py; figures in
-# benchmarks/README.md). A model not listed uses every core it is given.
-THREADS: dict[str, int] = {"mlp": 1, "convnet": 1, "resnet18": 1, "resnet18-full": 1, "resnet18-torchvision": 1}
+# benchmarks/README.md). The MLPs' small matrix products gain 18-30% from a second core on a quiet
+# 2-core machine but run 3-6x slower with two threads beside one busy process (spinning OpenMP
+# threads fight over the cores), so they take one. Convolutional models gain 1.5-1.7x from every
+# core and lose about 2x beside a busy process: they take the cores that are idle when the run
+# starts (the cores minus the 1-minute load average). A model not listed does the same.
+THREADS: dict[str, int] = {"mlp": 1}
+
+
+def idle_cores(cores: int) -> int:
+    """``cores`` minus the machine's 1-minute load average (rounded), at least 1."""
+    try:
+        busy = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this platform
+        return cores
+    return max(1, min(cores, round(available_cores() - busy)))
 
 
 def choose_threads(model: str | None, *, requested: int | None = None, workers: int = 1) -> int:
     """The number of CPU threads for a run of ``model``: ``requested`` if given, else the
-    model's entry in :data:`THREADS`, never more than this process's share of the cores
-    (``cores // workers`` when ``workers`` processes run side by side, at least 1).
+    model's entry in :data:`THREADS`, else the idle cores (:func:`idle_cores`); never more than
+    this process's share of the cores (``cores // workers`` when ``workers`` processes run side by
+    side, at least 1).
 
     Raises:
         ContinualError: for a ``requested`` count below 1.
@@ -273,7 +287,7 @@ def choose_threads(model: str | None, *, requested: int | None = None, workers: 
             raise ContinualError(f"--threads {requested} must be at least 1 (or left out for the default per model)")
         return requested
     share = max(1, available_cores() // max(1, workers))
-    return min(share, THREADS.get(model or "", share))
+    return min(share, THREADS.get(model or "") or idle_cores(share))
 
 
 def set_threads(n: int) -> None:

@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -103,8 +104,14 @@ def test_threads_default_per_model_and_as_asked(tmp_path):
     from continual.results import load_result
 
     assert choose_threads("mlp") == min(THREADS["mlp"], available_cores())
-    assert choose_threads("some-user-model") == available_cores()  # not listed: every core it is given
-    assert choose_threads("some-user-model", workers=available_cores() * 4) == 1  # workers share the cores
+    with mock.patch("continual.experiment.available_cores", return_value=8):
+        with mock.patch("os.getloadavg", return_value=(0.1, 0.0, 0.0)):
+            assert choose_threads("resnet18") == 8  # quiet: every core
+            assert choose_threads("convnet", workers=4) == 2  # workers share the cores
+        with mock.patch("os.getloadavg", return_value=(2.6, 0.0, 0.0)):
+            assert choose_threads("convnet") == 5  # the idle ones
+        with mock.patch("os.getloadavg", return_value=(40.0, 0.0, 0.0)):
+            assert choose_threads("convnet") == 1
     assert choose_threads("mlp", requested=3) == 3
     before = torch.get_num_threads()
     try:
