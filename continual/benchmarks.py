@@ -109,7 +109,7 @@ def make_stream(
         scenario: one of the benchmark's scenarios (default: its first).
         num_experiences: default: the benchmark's.
         seed: seeds permutations, random angles and a ``"random"`` class order.
-        class_order: split benchmarks only: ``None`` (standard order), ``"random"`` or a list.
+        class_order: split benchmarks only: ``None`` (standard order), ``"random"``, ``"icarl"`` or a list.
         device: where the tensors live.
         root: a folder searched first for file-based datasets (``--data-root``); ignored by
             benchmarks on bundled data.

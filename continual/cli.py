@@ -450,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="finetune", help="a strategy name (see 'continual list')")
     p.add_argument("--scenario", default=None, help="class, task or domain (default: the benchmark's)")
     p.add_argument("--num-experiences", type=int, default=None, help="default: the benchmark's")
-    p.add_argument("--class-order", default=None, help="'random' (seeded) or comma-separated labels")
+    p.add_argument("--class-order", default=None, help="'random' (from the run's seed), 'icarl' (the field's order, "
+                   "its own seed 1993) or comma-separated labels")
     p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full or resnet18-torchvision (default: the benchmark's)")
     p.add_argument("--head", default=None, help="fixed, incremental, incremental-mask-past or multi "
                    "(default: incremental in the class scenario, fixed otherwise)")

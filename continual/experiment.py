@@ -23,10 +23,11 @@ import torch
 from . import __version__
 from .benchmarks import get_benchmark, make_stream
 from .errors import ContinualError
-from .metrics import AccuracyMatrix
 from .data import check_root
+from .metrics import AccuracyMatrix
 from .models import HEADS, MODELS, HeadExpansion, build_model, grow_head
 from .results import Result, atomic_torch_save
+from .streams import CLASS_ORDERS
 from .strategies import Context, Range, coerce, get_strategy
 from .trainer import OPTIMIZERS, Callback, Trainer, resolve_device
 
@@ -40,7 +41,7 @@ class RunConfig:
         strategy: a registered strategy name.
         scenario: ``"class"``, ``"task"`` or ``"domain"`` (default: the benchmark's first).
         num_experiences: default: the benchmark's.
-        class_order: ``None`` (standard), ``"random"`` (seeded) or an explicit list.
+        class_order: ``None`` (standard), ``"random"`` (from ``seed``), ``"icarl"`` (its own seed, 1993) or an explicit list.
         model: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"`` or
             ``"resnet18-torchvision"`` (default: the benchmark's).
         head: ``"fixed"``, ``"incremental"`` (grows with the classes seen),
@@ -208,13 +209,14 @@ def _check_class_order(order: object, bench) -> None:
         return
     if bench.kind != "split":
         raise ContinualError(f"class_order applies to split benchmarks only; {bench.name!r} is {bench.kind}")
-    if order == "random":
+    if order in CLASS_ORDERS:
         return
     n = bench.num_classes
     labels = isinstance(order, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) for c in order)
     if not labels or (n is not None and sorted(order) != list(range(n))):
         expected = f"a permutation of 0..{n - 1} (each label exactly once)" if n is not None else "a list of labels"
-        raise ContinualError(f"class_order={order!r} is not accepted; expected 'random' or {expected}")
+        raise ContinualError(f"class_order={order!r} is not accepted; expected {' or '.join(repr(o) for o in CLASS_ORDERS)} "
+                             f"or {expected}")
 
 
 def parse_class_order(value: object) -> str | list[int] | None:
@@ -223,7 +225,7 @@ def parse_class_order(value: object) -> str | list[int] | None:
     >>> parse_class_order("2,0,1"), parse_class_order("random"), parse_class_order([1, 0])
     ([2, 0, 1], 'random', [1, 0])
     """
-    if value is None or value == "random":
+    if value is None or value in CLASS_ORDERS:
         return value
     try:
         if isinstance(value, str):
@@ -232,7 +234,7 @@ def parse_class_order(value: object) -> str | list[int] | None:
             return [int(c) for c in value]
     except (TypeError, ValueError):
         pass
-    raise ContinualError(f"class_order={value!r}: expected 'random' or a list of labels like 1,0,3,2")
+    raise ContinualError(f"class_order={value!r}: expected {', '.join(repr(o) for o in CLASS_ORDERS)} or a list of labels like 1,0,3,2")
 
 
 def environment(device: torch.device) -> dict[str, object]:

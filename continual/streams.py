@@ -194,14 +194,25 @@ def _check_scenario(scenario: str, allowed: tuple[str, ...]) -> None:
         raise ContinualError(f"unknown scenario {scenario!r}; expected one of {', '.join(allowed)}")
 
 
+# Class orders the field names, each a fixed seed of its own (never the run's seed):
+# "icarl" is numpy.random.seed(1993); numpy.random.permutation(C), the order of iCaRL's code and of
+# PyCIL (utils/data_manager.py, shuffle=True, seed=1993; FACIL hard-codes the same CIFAR-100 list).
+# For CIFAR-100 it begins 68, 56, 78, 8, 23, 84, 90.
+NAMED_ORDERS: dict[str, int] = {"icarl": 1993}
+CLASS_ORDERS: tuple[str, ...] = ("random", *NAMED_ORDERS)
+
+
 def _resolve_class_order(
-    class_order: Sequence[int] | Literal["random"] | None, num_classes: int, seed: int
+    class_order: Sequence[int] | str | None, num_classes: int, seed: int
 ) -> list[int]:
     if class_order is None:
         return list(range(num_classes))
     if isinstance(class_order, str):
+        if class_order in NAMED_ORDERS:
+            return np.random.RandomState(NAMED_ORDERS[class_order]).permutation(num_classes).tolist()
         if class_order != "random":
-            raise ContinualError(f"class_order {class_order!r} is not accepted; give a list of labels, 'random' or None")
+            raise ContinualError(f"class_order {class_order!r} is not accepted; give a list of labels, "
+                                 f"{', '.join(repr(o) for o in CLASS_ORDERS)} or None")
         return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     order = [int(c) for c in class_order]
     if sorted(order) != list(range(num_classes)):
@@ -211,26 +222,76 @@ def _resolve_class_order(
     return order
 
 
+def class_increments(num_classes: int, *, num_experiences: int | None = None, increments: Sequence[int] | None = None,
+                     first: int | None = None, increment: int | None = None) -> list[int]:
+    """How many classes each experience brings, from one of three descriptions.
+
+    - ``num_experiences``: shared out as evenly as possible, earlier experiences taking the remainder;
+    - ``increments``: the list itself (positive, summing to ``num_classes``);
+    - ``increment`` (and ``first``): the class-incremental literature's "B*first* Inc*increment*":
+      ``first`` classes, then ``increment`` per experience, a smaller last one taking what is
+      left (PyCIL's ``DataManager``); ``first`` 0 or ``None`` is B0, an equal split.
+
+    Raises:
+        ContinualError: for none or several descriptions, or one that does not fit ``num_classes``.
+
+    >>> class_increments(100, first=50, increment=10)
+    [50, 10, 10, 10, 10, 10]
+    >>> class_increments(10, num_experiences=3), class_increments(10, increment=4)
+    ([4, 3, 3], [4, 4, 2])
+    """
+    if first is not None and increment is None:
+        raise ContinualError(f"first={first} goes with increment= (B{first} Inc<increment>)")
+    given = [k for k, v in (("num_experiences", num_experiences), ("increments", increments), ("increment", increment)) if v is not None]
+    if len(given) != 1:
+        raise ContinualError(f"give exactly one of num_experiences, increments or increment (B{{first}} Inc{{increment}}); got "
+                             f"{', '.join(given) or 'none'}")
+    if num_experiences is not None:
+        if not 1 <= num_experiences <= num_classes:
+            raise ContinualError(f"num_experiences={num_experiences} must be between 1 and the {num_classes} classes")
+        return [len(g) for g in np.array_split(np.arange(num_classes), num_experiences)]
+    if increments is not None:
+        sizes = [int(k) for k in increments]
+        if not sizes or any(k < 1 for k in sizes) or sum(sizes) != num_classes:
+            raise ContinualError(f"increments={list(increments)} must be positive class counts summing to the {num_classes} classes")
+        return sizes
+    first = first or increment
+    if not (1 <= increment <= num_classes and 1 <= first <= num_classes):
+        raise ContinualError(f"B{first} Inc{increment} does not fit {num_classes} classes: both must be between 1 and {num_classes}")
+    sizes = [first]
+    while sum(sizes) + increment < num_classes:
+        sizes.append(increment)
+    if num_classes > sum(sizes):
+        sizes.append(num_classes - sum(sizes))
+    return sizes
+
+
 def split(
     dataset: Dataset,
-    num_experiences: int,
+    num_experiences: int | None = None,
     *,
+    increments: Sequence[int] | None = None,
+    first: int | None = None,
+    increment: int | None = None,
     scenario: Literal["class", "task"] = "class",
-    class_order: Sequence[int] | Literal["random"] | None = None,
+    class_order: Sequence[int] | str | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     name: str | None = None,
 ) -> Stream:
-    """Cut a dataset into experiences of disjoint classes (Split MNIST style).
+    """Cut a dataset into experiences of disjoint classes (Split MNIST style, or B*m* Inc*n*).
 
     Args:
         dataset: the dataset to cut.
         num_experiences: how many experiences; classes are shared out as evenly as possible,
             earlier experiences taking the remainder.
+        increments: instead, the number of classes of each experience, e.g. ``[50, 10, 10, 10, 10, 10]``.
+        first, increment: instead, "B*first* Inc*increment*" (see :func:`class_increments`).
         scenario: ``"class"`` (one head, no task id at test time) or ``"task"`` (experience ``i``
             has task id ``i``; logits are masked to its classes).
         class_order: the order in which classes arrive: ``None`` for ``0..C-1``, ``"random"`` for
-            a permutation drawn from ``seed``, or an explicit permutation of the labels.
+            a permutation drawn from ``seed``, a named order (``"icarl"``: the field's CIFAR-100
+            order, with its own fixed seed 1993, whatever ``seed`` is), or an explicit permutation.
         seed: seeds the ``"random"`` class order.
         device: where the experiences' tensors live.
         name: the stream's name (default ``"split-<dataset>"``).
@@ -239,17 +300,16 @@ def split(
         A stream whose labels are renumbered by the class order.
 
     Raises:
-        ContinualError: for a bad scenario, class order or number of experiences.
+        ContinualError: for a bad scenario, class order or cut into experiences.
     """
     _check_scenario(scenario, ("class", "task"))
     num_classes = dataset.num_classes
-    if not 1 <= num_experiences <= num_classes:
-        raise ContinualError(f"num_experiences={num_experiences} must be between 1 and the {num_classes} classes")
+    sizes = class_increments(num_classes, num_experiences=num_experiences, increments=increments, first=first, increment=increment)
     order = _resolve_class_order(class_order, num_classes, seed)
     relabel = torch.empty(num_classes, dtype=torch.int64)
     relabel[torch.tensor(order)] = torch.arange(num_classes)
     y_train, y_test = relabel[dataset.y_train], relabel[dataset.y_test]
-    groups = np.array_split(np.arange(num_classes), num_experiences)
+    groups = np.split(np.arange(num_classes), np.cumsum(sizes)[:-1])
     experiences = []
     for i, group in enumerate(groups):
         lo, hi = int(group[0]), int(group[-1]) + 1

@@ -160,3 +160,59 @@ def test_experience_mask_logits_matches_the_trainers_mask():
     assert torch.equal(per_sample, expected)
     cls = split(synthetic(num_features=4), 5)
     assert torch.equal(cls[1].mask_logits(out), out)  # no masking outside the task scenario
+
+
+# --------------------------------------------------- uneven splits, B m Inc n, named class orders
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=10))
+def test_split_by_increments_is_a_partition_in_arrival_order(sizes):
+    num_classes = sum(sizes)
+    d = synthetic(num_classes=num_classes, num_features=4, train_per_class=3, test_per_class=2)
+    stream = split(d, increments=sizes, class_order="random", seed=1)
+    assert [len(e.classes) for e in stream] == sizes
+    seen = [c for e in stream for c in e.classes]
+    assert seen == list(range(num_classes))  # relabelled in arrival order, each class once
+    for e in stream:
+        assert set(e.y_train.tolist()) == set(e.classes) and set(e.y_test.tolist()) == set(e.classes)
+
+
+def test_b_m_inc_n_equals_its_list_as_pycil_cuts_it():
+    from continual.streams import class_increments
+
+    assert class_increments(100, first=50, increment=10) == [50] + [10] * 5
+    assert class_increments(100, first=50, increment=5) == [50] + [5] * 10
+    assert class_increments(100, increment=10) == [10] * 10  # B0: an equal split
+    assert class_increments(100, first=0, increment=10) == [10] * 10
+    assert class_increments(10, first=4, increment=4) == [4, 4, 2]  # a smaller last experience takes the rest
+    d = synthetic(num_classes=10, num_features=4, train_per_class=2, test_per_class=1)
+    a = split(d, first=4, increment=3)
+    b = split(d, increments=[4, 3, 3])
+    assert [e.classes for e in a] == [e.classes for e in b]
+    assert all(torch.equal(x.x_train, y.x_train) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "exactly one of num_experiences, increments or increment"),
+    ({"num_experiences": 2, "increment": 5}, "exactly one"),
+    ({"increments": [5, 4]}, "summing to the 10 classes"),
+    ({"increments": [5, 0, 5]}, "positive class counts"),
+    ({"first": 5}, "goes with increment="),
+    ({"first": 11, "increment": 2}, "does not fit 10 classes"),
+])
+def test_bad_cuts_name_what_is_wrong(kwargs, match):
+    d = synthetic(num_classes=10, num_features=4, train_per_class=2, test_per_class=1)
+    with pytest.raises(ContinualError, match=match):
+        split(d, **kwargs)
+
+
+def test_icarl_class_order_is_the_fields_and_ignores_the_run_seed():
+    """PyCIL: np.random.seed(1993); np.random.permutation(100) (FACIL hard-codes the same list)."""
+    from continual.streams import _resolve_class_order
+
+    first20 = [68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38]
+    assert _resolve_class_order("icarl", 100, seed=0)[:20] == first20
+    assert _resolve_class_order("icarl", 100, seed=7) == _resolve_class_order("icarl", 100, seed=0)
+    d = synthetic(num_classes=10, num_features=4, train_per_class=2, test_per_class=1)
+    assert list(split(d, 5, class_order="icarl").class_order) == _resolve_class_order("icarl", 10, seed=0)
+    with pytest.raises(ContinualError, match="'random', 'icarl'"):
+        split(d, 5, class_order="lucir")
