@@ -206,7 +206,7 @@ def test_every_numeric_field_has_a_limit_and_the_message_quotes_it():
     ({"optimizer": ""}, "unknown optimizer ''; expected one of sgd, adam"),
     ({"label": ""}, "label='' is empty"),
     ({"pretrained": ""}, "pretrained='' is empty"),
-    ({"class_order": "0,1,2"}, "class_order=[0, 1, 2] is not accepted; expected 'random' or a permutation of 0..9"),
+    ({"class_order": "0,1,2"}, "class_order=[0, 1, 2] is not accepted; expected 'random' or 'icarl' or a permutation of 0..9"),
     ({"benchmark": "permuted-digits", "class_order": "random"}, "class_order applies to split benchmarks only"),
     ({"device": "meta"}, "device 'meta' is not supported (type 'meta'); expected auto, cpu, cuda or cuda:N"),
     ({"device": "cuda:x"}, "unknown device 'cuda:x'"),
