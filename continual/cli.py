@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ContinualError
+from .files import check_writable  # one line, before training, for an output folder it cannot write
 
 DEMO_BENCHMARK = "split-digits"
 THREADS_HELP = "CPU threads (default: the model's, 1 for the benchmarks' models; see benchmarks/README.md)"
@@ -241,18 +242,11 @@ def cmd_run(args) -> int:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
     base.resolve()  # check every name and value before anything runs
     configs = [base.override({"seed": base.seed + k}) for k in range(args.seeds)]
-    _check_writable(out)
+    check_writable(out)
     results = _run_many(configs, out, args.quiet, args.threads)
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
-
-
-def _check_writable(folder) -> None:
-    """One line now, before training, if the output folder cannot be created or written."""
-    from .files import check_writable
-
-    check_writable(Path(folder))
 
 
 def cmd_pretrain(args) -> int:
@@ -273,7 +267,7 @@ def cmd_pretrain(args) -> int:
     from .experiment import choose_threads, set_threads
 
     set_threads(choose_threads(args.model or get_benchmark(args.benchmark).model, requested=args.threads))
-    _check_writable(Path(args.out).parent)
+    check_writable(Path(args.out).parent)
     source = pretrain(args.benchmark, args.out, classes=classes, model=args.model, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed, device=args.device)
     print(f"pretrained {args.model or 'the default model'} on {args.benchmark} classes {source['classes']} "
@@ -405,7 +399,7 @@ def cmd_demo(args) -> int:
     RunConfig(benchmark=DEMO_BENCHMARK, device=args.device).resolve()  # the device, before anything runs
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
           f"device {args.device}", file=sys.stderr)
-    _check_writable(out)
+    check_writable(out)
     ckpt, source = demo_pretrained(out, args.device, args.threads)
     print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
           f"(the first experience, training split only) -> {ckpt}", file=sys.stderr)
