@@ -1,21 +1,20 @@
-"""Cost of head expansion: the expansion step itself, and training-step time after several expansions.
+"""Cost of head expansion: training-step time after 1, 5 and 20 expansions against a fixed head.
 
 Training-step time (forward, backward, SGD step with momentum on a batch) is measured for the
 same backbone with
 
-- ``fixed-C``: an ``nn.Linear`` head with C outputs (the reference for a head of that width);
-- ``grown-C``: an ``IncrementalClassifier`` grown to C outputs in C/k expansions of k classes
-  (the new rows joining the optimizer with ``add_param_group``, as the trainer does), one matmul
-  per block (the default: old logits bit-identical);
-- ``fused-C``: the same with ``fused=True`` (one matmul over the concatenated rows);
+- ``fixed``: an ``nn.Linear`` head with C outputs, the final width (the reference);
+- ``grown-n``: an ``IncrementalClassifier`` with capacity C (the stream's classes, as a run
+  allocates it) after n expansions of k classes, each applied to the optimizer with
+  ``sync_optimizer`` as the trainer does; target: ``grown-20 / fixed <= 1.1``;
+- ``doubling-n``: the same head built without a capacity (it doubles when a growth exceeds it,
+  as a head built by hand does), after n expansions.
 
-for C after 1 expansion and after all of them, so the growth beyond the new rows' FLOPs is
-``grown-C / fixed-C``. Every configuration is timed in turn (alternating) in one process, and
-the medians over repeats are printed. The expansion step (``grow`` + ``add_param_group``) is
-timed on its own.
+Every configuration is timed in turn (alternating) in one process, and the medians over repeats
+are printed. The expansion step (``grow`` + ``sync_optimizer``) is timed on its own.
 
-    python benchmarks/heads.py                           # MLP 64-400-400 backbone, 5 x 2 classes (split-digits)
-    python benchmarks/heads.py --features 160 --classes-per-step 5 --steps 20   # reduced ResNet-18 width, 100 classes
+    python benchmarks/heads.py                          # MLP 64-400-400, 20 expansions of 5 classes (100 classes)
+    python benchmarks/heads.py --features 160           # the reduced ResNet-18's feature width
     python benchmarks/heads.py --device cuda
 """
 
@@ -27,9 +26,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from continual.models import MLP, IncrementalClassifier
+from continual.models import MLP, IncrementalClassifier, sync_optimizer
 
 
 def sync(device: torch.device) -> None:
@@ -37,20 +35,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make(kind: str, width: int, args, device: torch.device):
-    """A model (MLP backbone + head) and its optimizer, the head grown or fixed at ``width``."""
+def make(kind: str, expansions: int, args, device: torch.device):
+    """A model (MLP backbone + head) and its optimizer, the head fixed at C or grown ``expansions`` times."""
     torch.manual_seed(0)
-    model = MLP(args.in_features, (args.hidden, args.features), width)
-    opt = None
-    if kind in ("grown", "fused"):
-        model.head = IncrementalClassifier(args.features, 0, fused=kind == "fused")
-        model.to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        for w in range(args.classes_per_step, width + 1, args.classes_per_step):
-            opt.add_param_group({"params": model.head.grow(w)})
+    k, C = args.classes_per_step, args.classes_per_step * args.steps
+    model = MLP(args.in_features, (args.hidden, args.features), C)
+    if kind != "fixed":
+        model.head = IncrementalClassifier(args.features, 0, capacity=C if kind == "grown" else None)
     model.to(device)
-    if opt is None:
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if kind != "fixed":
+        for n in range(1, expansions + 1):
+            model.head.grow(n * k)
+            sync_optimizer(model, opt)
     return model, opt
 
 
@@ -68,15 +65,16 @@ def time_steps(model, opt, x, y, n: int, device) -> float:
 
 
 def time_expansion(args, device, repeats: int) -> list[float]:
-    """Seconds per expansion step (grow by k rows + add_param_group), over a full sequence of steps."""
+    """Seconds per expansion step (grow by k rows + sync_optimizer), over a full sequence of steps."""
     times = []
     for _ in range(repeats):
-        head = IncrementalClassifier(args.features, 0).to(device)
-        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1, device=device))], lr=0.01, momentum=0.9)
+        model, opt = make("grown", 0, args, device)
+        time_steps(model, opt, torch.randn(2, args.in_features, device=device), torch.zeros(2, dtype=torch.long, device=device), 1, device)
         sync(device)
         t0 = time.perf_counter()
-        for w in range(args.classes_per_step, args.classes_per_step * args.steps + 1, args.classes_per_step):
-            opt.add_param_group({"params": head.grow(w)})
+        for n in range(1, args.steps + 1):
+            model.head.grow(n * args.classes_per_step)
+            sync_optimizer(model, opt)
         sync(device)
         times.append((time.perf_counter() - t0) / args.steps)
     return times
@@ -87,8 +85,8 @@ def main() -> None:
     ap.add_argument("--in-features", type=int, default=64, help="input size (64: 8x8 digits)")
     ap.add_argument("--hidden", type=int, default=400)
     ap.add_argument("--features", type=int, default=400, help="backbone output width (the head's input)")
-    ap.add_argument("--classes-per-step", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5, help="number of expansions")
+    ap.add_argument("--classes-per-step", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20, help="number of expansions")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--iters", type=int, default=200, help="training steps per timing")
     ap.add_argument("--repeats", type=int, default=15)
@@ -99,30 +97,28 @@ def main() -> None:
     device = torch.device(args.device)
     k, C = args.classes_per_step, args.classes_per_step * args.steps
     x = torch.randn(args.batch_size, args.in_features, device=device)
-    configs = {}
-    for width in (k, C):
-        for kind in ("fixed", "grown", "fused"):
-            y = torch.randint(0, width, (args.batch_size,), device=device)
-            configs[f"{kind}-{width}"] = (*make(kind, width, args, device), y)
-    for name, (model, opt, y) in configs.items():  # warm-up
-        time_steps(model, opt, x, y, 20, device)
+    points = sorted({n for n in (1, 5, args.steps) if n <= args.steps})
+    configs = {"fixed": (*make("fixed", 0, args, device), C)}
+    for kind in ("grown", "doubling"):
+        for n in points:
+            configs[f"{kind}-{n}"] = (*make(kind, n, args, device), n * k)
+    labels = {name: torch.randint(0, width, (args.batch_size,), device=device) for name, (_, _, width) in configs.items()}
+    for name, (model, opt, _) in configs.items():  # warm-up
+        time_steps(model, opt, x, labels[name], 20, device)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.repeats):
-        for name, (model, opt, y) in configs.items():  # alternate
-            times[name].append(time_steps(model, opt, x, y, args.iters, device))
+        for name, (model, opt, _) in configs.items():  # alternate
+            times[name].append(time_steps(model, opt, x, labels[name], args.iters, device))
     expansion = time_expansion(args, device, args.repeats)
     med = {name: statistics.median(v) for name, v in times.items()}
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-          f"MLP {args.in_features}-{args.hidden}-{args.features} + head, batch {args.batch_size}, "
-          f"{args.steps} expansions of {k} classes; medians over {args.repeats} repeats of {args.iters} steps")
+          f"MLP {args.in_features}-{args.hidden}-{args.features} + head of {C} classes, batch {args.batch_size}, "
+          f"expansions of {k} classes; medians over {args.repeats} repeats of {args.iters} steps")
     for name, m in med.items():
-        print(f"  {name:<10} {1e6 * m:8.1f} us/step")
-    for kind in ("grown", "fused"):
-        print(f"  {kind}/fixed after 1 expansion: {med[f'{kind}-{k}'] / med[f'fixed-{k}']:.3f}; "
-              f"after {args.steps} expansions: {med[f'{kind}-{C}'] / med[f'fixed-{C}']:.3f}")
-    print(f"  step time after {args.steps} vs after 1 expansion: grown {med[f'grown-{C}'] / med[f'grown-{k}']:.3f}, "
-          f"fused {med[f'fused-{C}'] / med[f'fused-{k}']:.3f}, fixed {med[f'fixed-{C}'] / med[f'fixed-{k}']:.3f} (the new rows' FLOPs)")
-    print(f"  expansion step (grow {k} rows + add_param_group): median {1e6 * statistics.median(expansion):.1f} us")
+        print(f"  {name:<12} {1e6 * m:8.1f} us/step  ({m / med['fixed']:.3f}x fixed)")
+    for kind in ("grown", "doubling"):
+        print(f"  {kind}/fixed after " + ", ".join(f"{n}: {med[f'{kind}-{n}'] / med['fixed']:.3f}" for n in points) + " expansions")
+    print(f"  expansion step (grow {k} rows + sync_optimizer): median {1e6 * statistics.median(expansion):.1f} us")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,9 @@ def make_stream(
     num_experiences: int | None = None,
     seed: int = 0,
     class_order: str | list[int] | None = None,
+    increments: list[int] | None = None,
+    split: str | None = None,
+    classes: list[int] | None = None,
     device: torch.device | str = "cpu",
     root: str | None = None,
     download: bool = False,
@@ -110,6 +113,9 @@ def make_stream(
         num_experiences: default: the benchmark's.
         seed: seeds permutations, random angles and a ``"random"`` class order.
         class_order: split benchmarks only: ``None`` (standard order), ``"random"``, ``"icarl"`` or a list.
+        increments: split benchmarks only: classes per experience (instead of ``num_experiences``).
+        split: split benchmarks only: ``"B<first>-Inc<increment>"`` (instead of ``num_experiences``).
+        classes: split benchmarks only: the labels used (default: all).
         device: where the tensors live.
         root: a folder searched first for file-based datasets (``--data-root``); ignored by
             benchmarks on bundled data.
@@ -120,12 +126,23 @@ def make_stream(
     scenario = scenario or bench.default_scenario
     if scenario not in bench.scenarios:
         raise ContinualError(f"benchmark {name!r} has no scenario {scenario!r}; expected one of {', '.join(bench.scenarios)}")
-    num_experiences = num_experiences or bench.num_experiences
+    cut = {"increments": increments, "split": split, "classes": classes}
+    given = [k for k, v in cut.items() if v is not None]
+    if bench.kind != "split" and (given or class_order is not None):
+        raise ContinualError(f"{', '.join(given + (['class_order'] if class_order is not None else []))} applies to split "
+                             f"benchmarks only; {name!r} is {bench.kind}")
     dataset = bench.load(**_loader_kwargs(bench, root=root, download=download, **load_kwargs))
     if bench.kind == "split":
-        return streams.split(dataset, num_experiences, scenario=scenario, class_order=class_order, seed=seed, device=device, name=name)
-    if class_order is not None:
-        raise ContinualError(f"class_order applies to split benchmarks only; {name!r} is {bench.kind}")
+        first, increment = streams.parse_split(split) if split is not None else (None, None)
+        if increments is not None or split is not None:
+            if increments is not None and split is not None:
+                raise ContinualError(f"give increments={increments} or split={split!r}, not both")
+            num_experiences = None
+        else:
+            num_experiences = num_experiences or bench.num_experiences
+        return streams.split(dataset, num_experiences, increments=increments, first=first, increment=increment, classes=classes,
+                             scenario=scenario, class_order=class_order, seed=seed, device=device, name=name)
+    num_experiences = num_experiences or bench.num_experiences
     if bench.kind == "permuted":
         return streams.permuted(dataset, num_experiences, seed=seed, device=device, name=name)
     if bench.kind == "rotated":

@@ -299,6 +299,7 @@ def set_threads(n: int) -> None:
 
 
 CHECKPOINT_FORMAT = "continual.checkpoint"
+CHECKPOINT_VERSION = 2  # 2: the fixed-capacity incremental head (version 1 held one block of rows per growth)
 
 
 def _config_text(cfg: RunConfig) -> str:
@@ -310,7 +311,7 @@ def save_checkpoint(folder: Path, index: int, cfg: RunConfig, acc, trainer: Trai
     the SHA-256 digest of its content inside (:func:`continual.files.with_checksum`), and keep
     only this checkpoint and the one before it."""
     state = {
-        "format": CHECKPOINT_FORMAT, "version": 1, "config": _config_text(cfg), "index": index,
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": _config_text(cfg), "index": index,
         "acc_matrix": torch.from_numpy(acc.values.copy()), "random_init": torch.from_numpy(acc.random_init.copy()),
         "trainer": trainer.state_dict(), "wall": wall,
     }
@@ -403,6 +404,8 @@ def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], No
             problem = "no checksum (written before checksums were stored)"
         elif problem:
             problem = "checksum mismatch (the file changed after it was written)"
+        elif state.get("version") != CHECKPOINT_VERSION:
+            problem = f"written by another version of continual (checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION})"
         elif state.get("config") != _config_text(cfg):
             if on_problem:
                 on_problem(f"{path}: written for another configuration, ignored")
@@ -456,7 +459,8 @@ def run(
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
     first = stream[0]
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, tuple(first.x_train.shape[1:]), 0 if cfg.head != "fixed" else stream.num_classes, head=cfg.head)
+    model = build_model(cfg.model, tuple(first.x_train.shape[1:]), 0 if cfg.head != "fixed" else stream.num_classes, head=cfg.head,
+                        capacity=stream.num_classes)  # an incremental head allocates every class's row ahead
     context = Context(stream=stream, device=device, seed=cfg.seed)
     plugins = strategy.make_plugins(dict(cfg.params), context)
     if cfg.head != "fixed":

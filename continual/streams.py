@@ -15,6 +15,7 @@ order); ``stream.class_order[new_label]`` is the original label.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
@@ -266,6 +267,22 @@ def class_increments(num_classes: int, *, num_experiences: int | None = None, in
     return sizes
 
 
+_SPLIT = re.compile(r"^\s*B(\d+)\s*[-_ ]?\s*Inc(\d+)\s*$", re.IGNORECASE)
+
+
+def parse_split(text: str) -> tuple[int, int]:
+    """``"B50-Inc10"`` -> ``(50, 10)``: the class-incremental literature's name of a cut
+    (*first* classes, then *increment* per experience; B0 is an equal split).
+
+    >>> parse_split("B50-Inc10"), parse_split("b0inc5")
+    ((50, 10), (0, 5))
+    """
+    m = _SPLIT.match(str(text))
+    if m is None or int(m.group(2)) < 1:
+        raise ContinualError(f"split={text!r} is not accepted; expected B<first>-Inc<increment> with increment >= 1, e.g. B50-Inc10 or B0-Inc2")
+    return int(m.group(1)), int(m.group(2))
+
+
 def split(
     dataset: Dataset,
     num_experiences: int | None = None,
@@ -273,6 +290,7 @@ def split(
     increments: Sequence[int] | None = None,
     first: int | None = None,
     increment: int | None = None,
+    classes: Sequence[int] | None = None,
     scenario: Literal["class", "task"] = "class",
     class_order: Sequence[int] | str | None = None,
     seed: int = 0,
@@ -287,9 +305,13 @@ def split(
             earlier experiences taking the remainder.
         increments: instead, the number of classes of each experience, e.g. ``[50, 10, 10, 10, 10, 10]``.
         first, increment: instead, "B*first* Inc*increment*" (see :func:`class_increments`).
+        classes: only these labels of the dataset (e.g. ``[0, 1, 2, 3, 4]`` to grow a 3-class
+            model to 5 with ``increments=[3, 2]``); they arrive in the order given, or in the
+            class order's order when one is given. Default: every class.
         scenario: ``"class"`` (one head, no task id at test time) or ``"task"`` (experience ``i``
             has task id ``i``; logits are masked to its classes).
-        class_order: the order in which classes arrive: ``None`` for ``0..C-1``, ``"random"`` for
+        class_order: the order in which classes arrive (over all the dataset's classes, then
+            restricted to ``classes``): ``None`` for ``0..C-1``, ``"random"`` for
             a permutation drawn from ``seed``, a named order (``"icarl"``: the field's CIFAR-100
             order, with its own fixed seed 1993, whatever ``seed`` is), or an explicit permutation.
         seed: seeds the ``"random"`` class order.
@@ -303,10 +325,16 @@ def split(
         ContinualError: for a bad scenario, class order or cut into experiences.
     """
     _check_scenario(scenario, ("class", "task"))
-    num_classes = dataset.num_classes
+    order = _resolve_class_order(class_order, dataset.num_classes, seed)
+    if classes is not None:
+        chosen = [int(c) for c in classes]
+        bad = [c for c in chosen if not 0 <= c < dataset.num_classes]
+        if not chosen or bad or len(set(chosen)) != len(chosen):
+            raise ContinualError(f"classes={list(classes)} must be distinct labels of {dataset.name} in 0..{dataset.num_classes - 1}")
+        order = [c for c in order if c in set(chosen)] if class_order is not None else chosen
+    num_classes = len(order)
     sizes = class_increments(num_classes, num_experiences=num_experiences, increments=increments, first=first, increment=increment)
-    order = _resolve_class_order(class_order, num_classes, seed)
-    relabel = torch.empty(num_classes, dtype=torch.int64)
+    relabel = torch.full((dataset.num_classes,), num_classes, dtype=torch.int64)  # classes left out: past every group
     relabel[torch.tensor(order)] = torch.arange(num_classes)
     y_train, y_test = relabel[dataset.y_train], relabel[dataset.y_test]
     groups = np.split(np.arange(num_classes), np.cumsum(sizes)[:-1])

@@ -6,10 +6,13 @@
 evaluating every experience's test split after each one (and once before training, for forward
 transfer).
 
-Plugins see five hooks; each is optional and returns what it adds rather than editing the trainer:
+Plugins see six hooks; each is optional and returns what it adds rather than editing the trainer:
 
 - ``before_experience(model, experience)`` -> new parameters for the optimizer, or ``None``
-  (a growing head returns its new rows here);
+  (a new task head returns its parameters here; a class-incremental head's growth reaches the
+  optimizer through :func:`continual.models.sync_optimizer`, which the trainer calls next);
+- ``experience_data(experience)`` -> the experience to train on, or ``None`` for the one given
+  (a plugin that holds samples out of training, e.g. BiC's validation split);
 - ``batch(x, y, t)`` -> ``(x, y, t)``, possibly bigger (replay joins stored samples), or ``None``;
   ``x`` is in its stored dtype, before the transform;
 - ``penalty(model, x=, y=, t=, out=)`` -> a scalar tensor added to the loss, or ``None``
@@ -28,6 +31,17 @@ take ``load_state_dict(state, *, model=...)``: on resume it is handed the traine
 rebuilt to the checkpoint's architecture by the plugins before it (a grown head), as the template
 for its copy. Every registered strategy resumes to the matrix of an uninterrupted run (tested).
 
+Evaluation classifiers: a plugin with a ``classifier`` name and ``predict(model, x, t)``
+(predicted labels ``(B,)`` for a transformed batch) is evaluated after each experience beside the
+model's own argmax (the ``"linear"`` classifier); ``Trainer(classifier=...)`` names the one whose
+matrix :meth:`Trainer.run` returns, and ``trainer.matrices`` holds the others' by name (NME).
+
+Learning-rate schedule: within each experience, epoch ``e`` of ``E`` trains at the base rate
+times ``lr_decay ** (milestones <= e)`` (``"step"``, PyTorch's ``MultiStepLR``) or
+``(1 + cos(pi e / E)) / 2`` (``"cosine"``, ``CosineAnnealingLR`` with ``T_max=E``, stepped per
+epoch); each experience starts again from the base rate (each parameter group's own, so
+learning-rate scales of groups are kept).
+
 Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
 ``"epoch_end"`` and ``"experience_end"``.
 """
@@ -35,6 +49,7 @@ Callbacks are read-only observers: ``callback(event, info)`` with events ``"expe
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +62,11 @@ from torch import Tensor, nn
 
 from .errors import ContinualError
 from .metrics import AccuracyMatrix
-from .models import forward
+from .models import forward, sync_optimizer
 from .streams import Experience, Stream, concat
 
-HOOKS = ("before_experience", "batch", "penalty", "after_step", "after_experience")
+HOOKS = ("before_experience", "experience_data", "batch", "penalty", "after_step", "after_experience")
+LR_SCHEDULES = ("constant", "step", "cosine")
 Schedule = Literal["sequential", "cumulative", "joint"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 OPTIMIZERS = ("sgd", "adam")
@@ -64,6 +80,9 @@ class Plugin:
     """
 
     def before_experience(self, model: nn.Module, experience: Experience) -> Iterable[nn.Parameter] | None:
+        return None
+
+    def experience_data(self, experience: Experience) -> Experience | None:
         return None
 
     def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -169,6 +188,12 @@ class Trainer:
         eval_batch_size: batch size for evaluation (large: evaluation has no backward pass).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         seed: seeds the batch order (and training augmentation) generator.
+        lr_schedule: ``"constant"``, ``"step"`` or ``"cosine"``, over the epochs of each
+            experience (see the module docstring).
+        milestones: epochs (0-based, within an experience) at which ``"step"`` multiplies the rate by ``lr_decay``.
+        lr_decay: the factor of each ``"step"`` milestone.
+        classifier: the classifier whose matrix :meth:`run` returns: ``"linear"`` (the model's
+            argmax) or the ``classifier`` name of an evaluation plugin (``"nme"``).
         plugins: hook objects (see the module docstring). The sequence is copied, not modified.
         callbacks: read-only observers ``callback(event, info)``.
 
@@ -195,12 +220,21 @@ class Trainer:
         seed: int = 0,
         plugins: Sequence[object] = (),
         callbacks: Sequence[Callback] = (),
+        lr_schedule: str = "constant",
+        milestones: Sequence[int] = (),
+        lr_decay: float = 0.1,
+        classifier: str = "linear",
     ) -> None:
         for key, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not value > 0:
                 raise ContinualError(f"{key}={value} must be positive")
         if optimizer not in OPTIMIZERS:
             raise ContinualError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ContinualError(f"unknown lr_schedule {lr_schedule!r}; expected one of {', '.join(LR_SCHEDULES)}")
+        if any(m < 1 for m in milestones) or not lr_decay > 0:
+            raise ContinualError(f"milestones={list(milestones)} must be epochs >= 1 and lr_decay={lr_decay} positive")
+        self.lr_schedule, self.milestones, self.lr_decay = lr_schedule, sorted(int(m) for m in milestones), float(lr_decay)
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.epochs = int(epochs)
@@ -216,6 +250,12 @@ class Trainer:
         else:
             self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
         self._hooks = {name: _hooks(self.plugins, name) for name in HOOKS}
+        self.classifiers = {p.classifier: p for p in self.plugins if getattr(p, "classifier", None) and callable(getattr(p, "predict", None))}
+        if classifier != "linear" and classifier not in self.classifiers:
+            raise ContinualError(f"classifier {classifier!r} has no plugin; expected 'linear'"
+                                 f"{''.join(', ' + repr(k) for k in self.classifiers)}")
+        self.classifier = classifier
+        self.matrices: dict[str, AccuracyMatrix] = {}  # the other classifiers' accuracy matrices, by name
         self.timings = Timings()
         self.penalties: dict[str, list[float]] = {}
         self._task_mask: Tensor | None = None
@@ -270,6 +310,19 @@ class Trainer:
             fix += " or a penalty's strength"
         return f"the training loss became {loss} in experience {index}, epoch {epoch} ({', '.join(facts)}): {fix}"
 
+    def lr_factor(self, epoch: int) -> float:
+        """The schedule's factor on the base learning rate in ``epoch`` (0-based) of an experience."""
+        if self.lr_schedule == "step":
+            return self.lr_decay ** sum(m <= epoch for m in self.milestones)
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        return 1.0
+
+    def _set_lr(self, epoch: int) -> None:
+        factor = self.lr_factor(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue training exactly: model, optimizer, generators, plugin
@@ -285,6 +338,8 @@ class Trainer:
             "timings": self.timings.lists(),
             "penalties": {k: list(v) for k, v in self.penalties.items()},
             "added_groups": [list(names) for names in self._added_groups],
+            "matrices": {name: {"values": torch.from_numpy(m.values.copy()), "random_init": torch.from_numpy(m.random_init.copy())}
+                         for name, m in self.matrices.items()},
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -300,6 +355,7 @@ class Trainer:
         for plugin, plugin_state in zip(self.plugins, state["plugins"]):
             if plugin_state is not None:
                 load_plugin_state(plugin, plugin_state, self.model)
+        sync_optimizer(self.model, self.optimizer)  # a head reallocated by its regrowth
         self.model.load_state_dict(state["model"])
         params = dict(self.model.named_parameters())
         for names in state["added_groups"][len(self._added_groups):]:
@@ -315,6 +371,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.timings = Timings(**state["timings"])
         self.penalties = {k: list(v) for k, v in state["penalties"].items()}
+        self.matrices = {name: AccuracyMatrix.from_rows(m["values"].numpy(), m["random_init"].numpy())
+                         for name, m in state.get("matrices", {}).items()}
 
     # -------------------------------------------------------------- training
     def fit(self, experience: Experience) -> None:
@@ -328,6 +386,11 @@ class Trainer:
             new = hook(self.model, experience)
             if new:
                 self._add_group(list(new))
+        sync_optimizer(self.model, self.optimizer)  # a class-incremental head's growth
+        for _, hook in hooks["experience_data"]:
+            chosen = hook(experience)
+            if chosen is not None:
+                experience = chosen
         plugin_time += time.perf_counter() - start
 
         model, opt, transform = self.model, self.optimizer, experience.transform
@@ -337,7 +400,10 @@ class Trainer:
             raise ContinualError(f"experience {experience.index} has no training samples")
         penalty_sums = {name: torch.zeros((), device=self.device) for name, _ in hooks["penalty"]}
         model.train()
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])  # each group's own rate, before any schedule
         for epoch in range(self.epochs):
+            self._set_lr(epoch)
             order = torch.randperm(n, generator=self.generator).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
             for s in range(0, n, bs):
@@ -385,8 +451,10 @@ class Trainer:
         self.timings.plugins.append(plugin_time)
 
     @torch.no_grad()
-    def evaluate(self, stream: Sequence[Experience]) -> list[float]:
-        """Accuracy on each experience's test split (large batches; one host sync in all)."""
+    def evaluate(self, stream: Sequence[Experience], *, classifier: str = "linear") -> list[float]:
+        """Accuracy on each experience's test split (large batches; one host sync in all), of the
+        model's argmax (``"linear"``) or of an evaluation plugin's ``predict`` (its ``classifier`` name)."""
+        predict = self.classifiers[classifier].predict if classifier != "linear" else None
         model = self.model
         was_training = model.training
         model.eval()
@@ -396,8 +464,9 @@ class Trainer:
             hits = torch.zeros((), dtype=torch.int64, device=self.device)
             for s in range(0, e.num_test, self.eval_batch_size):
                 sl = slice(s, s + self.eval_batch_size)
-                out = self.logits(e.transform(e.x_test[sl]), e.t_test[sl])
-                hits += (out.argmax(1) == e.y_test[sl]).sum()
+                xb, tb = e.transform(e.x_test[sl]), e.t_test[sl]
+                pred = self.logits(xb, tb).argmax(1) if predict is None else predict(model, xb, tb)
+                hits += (pred == e.y_test[sl]).sum()
             correct.append(hits)
             totals.append(max(e.num_test, 1))
         model.train(was_training)
@@ -405,12 +474,21 @@ class Trainer:
             return []
         return (torch.stack(correct).double().cpu() / torch.tensor(totals, dtype=torch.float64)).tolist()
 
-    def _evaluate_timed(self, stream: Stream) -> list[float]:
+    def _evaluate_timed(self, stream: Stream, index: int, rows: int) -> list[float]:
+        """The row of the run's classifier after experience ``index`` (written to ``rows`` rows:
+        1, or T for joint training); the other classifiers' rows go to :attr:`matrices`."""
         self._sync()
         t0 = time.perf_counter()
-        row = self.evaluate(stream)
+        row = self.evaluate(stream, classifier=self.classifier)
+        for name in self._other_classifiers():
+            other = self.evaluate(stream, classifier=name)
+            for i in range(index, index + rows):
+                self.matrices[name].set_row(i, other)
         self.timings.eval.append(time.perf_counter() - t0)
         return row
+
+    def _other_classifiers(self) -> list[str]:
+        return [name for name in ["linear", *self.classifiers] if name != self.classifier]
 
     def run(
         self,
@@ -446,13 +524,16 @@ class Trainer:
             start = int((~np.isnan(acc.values).any(axis=1)).sum())
         else:
             acc = AccuracyMatrix(T)
-            acc.set_random_init(self.evaluate(stream))
+            acc.set_random_init(self.evaluate(stream))  # the model's argmax: no classifier is fitted yet
             start = 0
+            self.matrices = {name: AccuracyMatrix(T) for name in self._other_classifiers()}
+            for other in self.matrices.values():
+                other.set_random_init(acc.random_init)
         if schedule == "joint":
             if start == 0:
                 self._emit("experience_start", index=0, num_experiences=1)
                 self.fit(concat(list(stream), index=0))
-                row = self._evaluate_timed(stream)
+                row = self._evaluate_timed(stream, 0, T)
                 for i in range(T):
                     acc.set_row(i, row)
                 self._emit("experience_end", index=0, num_experiences=1, row=row)
@@ -462,7 +543,7 @@ class Trainer:
         for i in range(start, T):
             self._emit("experience_start", index=i, num_experiences=T)
             self.fit(concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else stream[i])
-            row = self._evaluate_timed(stream)
+            row = self._evaluate_timed(stream, i, 1)
             acc.set_row(i, row)
             self._emit("experience_end", index=i, num_experiences=T, row=row)
             if on_experience_end:

@@ -234,11 +234,38 @@ def test_importances_use_the_logits_a_mask_past_head_trains_on():
     for kind in ("empirical", "exact"):
         got = fisher_diagonal(model, x, y, estimator=kind, chunk_size=4)
         assert_close_dicts(got, loop_reference(model, x, y, kind, t=torch.zeros(10, dtype=torch.long), mask=past))
-        assert torch.all(got["head.blocks.0.weight"] == 0)  # past rows: no logit in training, no importance
+        assert torch.all(got["head.weight"][:2] == 0)  # past rows: no logit in training, no importance
     got = mas_importance(model, x, chunk_size=4)
     assert_close_dicts(got, loop_reference(model, x, y, "mas", t=torch.zeros(10, dtype=torch.long), mask=past))
     batched = fisher_diagonal(model, x, y, estimator="batched", batch_size=5)
-    assert torch.all(batched["head.blocks.0.weight"] == 0) and batched["head.blocks.1.weight"].abs().sum() > 0
+    assert torch.all(batched["head.weight"][:2] == 0) and batched["head.weight"][2:].abs().sum() > 0
+
+
+def test_rows_not_in_use_get_no_importance():
+    """A head with rows allocated ahead: the rows of classes not seen yet are masked, so every
+    importance (Fisher, MAS, SI's path integral, L2's uniform one) is zero on them."""
+    from continual.regularizers import EWC, L2, MAS, SI
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (12,), 2, head="incremental", hidden=(7,), capacity=6)
+    model.head.adapt([0, 1])
+    x, y = torch.randn(16, 12), torch.randint(0, 2, (16,))
+    exp = Exp(x, y)
+    for reg in (EWC(lam=1.0), EWC(lam=1.0, estimator="exact"), MAS(lam=1.0), L2(lam=1.0)):
+        reg.consolidate(model, exp)
+        for name in ("head.weight", "head.bias"):
+            omega = reg.importances[name]
+            assert torch.all(omega[2:] == 0) and omega[:2].abs().sum() > 0, (type(reg).__name__, name)
+    si = SI(c=1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)
+    si.before_experience(model, exp)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        si.after_step(model)
+    si.consolidate(model, exp)
+    assert torch.all(si.importances["head.weight"][2:] == 0)
 
 
 # ----------------------------------------------------------------- EWC

@@ -1,10 +1,13 @@
 """Models: backbones (MLP, ConvNet, ResNet-18) with a fixed, incremental or multi-head classifier, built by name."""
 
 from .backbones import HEADS, MLP, MODELS, Backbone, ConvNet, ResNet18, TorchvisionResNet18, build_model, forward
-from .heads import HeadExpansion, IncrementalClassifier, MultiHeadClassifier, grow_head, growing_heads, head_size, training_mask
+from .heads import (
+    HeadExpansion, IncrementalClassifier, MultiHeadClassifier, RowChange, grow_head, growing_heads, head_size, sync_optimizer,
+    training_mask, unused_rows,
+)
 
 __all__ = [
     "Backbone", "ConvNet", "HEADS", "HeadExpansion", "IncrementalClassifier", "MLP", "MODELS", "MultiHeadClassifier",
     "ResNet18", "TorchvisionResNet18", "build_model", "forward", "grow_head", "growing_heads", "head_size",
-    "training_mask",
+    "RowChange", "sync_optimizer", "training_mask", "unused_rows",
 ]

@@ -213,7 +213,8 @@ MODELS = ("mlp", "convnet", "resnet18", "resnet18-full", "resnet18-torchvision")
 HEADS = ("fixed", "incremental", "incremental-mask-past", "multi")
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head: str = "fixed", **kwargs) -> nn.Module:
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head: str = "fixed", capacity: int | None = None,
+                **kwargs) -> nn.Module:
     """Build a model by name for inputs of ``input_shape`` (without the batch dimension).
 
     Args:
@@ -226,6 +227,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
         head: ``"fixed"`` (an ``nn.Linear``), ``"incremental"`` (an ``IncrementalClassifier``),
             ``"incremental-mask-past"`` (the same, masking past classes' logits in training) or
             ``"multi"`` (a ``MultiHeadClassifier``, one head per task id).
+        capacity: rows an incremental head allocates ahead (the stream's number of classes, when
+            known; default ``num_classes``, doubling as it grows past it).
         **kwargs: passed to the model class (e.g. ``hidden=(100,)``, ``nf=32``).
 
     Raises:
@@ -251,7 +254,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
     else:
         raise ContinualError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     if head.startswith("incremental"):
-        model.head = IncrementalClassifier(model.num_features, initial, mask_past=head == "incremental-mask-past")
+        model.head = IncrementalClassifier(model.num_features, initial, capacity=max(initial, capacity or 0),
+                                           mask_past=head == "incremental-mask-past")
     elif head == "multi":
         model.head = MultiHeadClassifier(model.num_features)
     return model

@@ -1,38 +1,63 @@
 """Growing classifier heads: one head over every class seen so far, or one head per task id.
 
 - :class:`IncrementalClassifier` (class-incremental scenario): a linear head that grows when an
-  experience brings classes it has not seen. Rows are kept in blocks, one ``nn.Linear`` per
-  growth step (``blocks.0.weight``/``blocks.0.bias`` for the first classes, ``blocks.1.*`` for
-  the next...), so old rows are never copied or re-created: their values, their names (which
-  regularizers key importances by) and their optimizer state (momentum, Adam moments) are kept,
-  and only the new block joins the optimizer. Parameters iterate in the order they were added
-  (block by block), so a resumed optimizer's groups line up with them. Each block's logits are
-  computed by its own ``F.linear``, so old logits stay bit-identical for any input after a
-  growth step. That costs one small matmul per block (see ``benchmarks/heads.py``); ``fused=True`` computes all logits
-  with one matmul over the concatenated rows instead (faster after many expansions; old logits
-  then equal up to the matmul kernel's rounding, which may depend on the output width).
-  Classes not seen yet have no row, hence no logit: evaluation's argmax covers the seen classes
-  only. With ``mask_past=True`` the logits of past classes (seen before, absent from the current
-  experience) are set to -inf during training (the "labels trick"); off by default. It cannot
-  be used with methods that train on past classes (replay, DER++, LwF).
+  experience brings classes it has not seen, at a fixed cost per step. Its rows are allocated
+  ahead, ``capacity`` of them (the stream's number of classes when it is known; doubling when a
+  growth needs more): ``weight`` ``(capacity, in_features)`` and ``bias`` ``(capacity,)``, one
+  tensor each, so the module's shapes stay static while it grows (``torch.compile`` and CUDA
+  graphs see one shape) and a step costs what a fixed head of the capacity's width costs
+  (``benchmarks/heads.py``). The classes in use are the first ``num_classes`` rows; the
+  ``active`` mask, ``(capacity,)`` bool, says which (see "The active-classes mask" below).
 - :class:`MultiHeadClassifier` (task-incremental scenario): one :class:`IncrementalClassifier`
   per task id, grown as task ids arrive; a mixed batch is routed sample by sample (without a
   host sync) and the logits are returned in the stream's label space, ``-inf`` outside each
   sample's task.
-- :class:`HeadExpansion`: the plugin that grows the heads of a model before each experience,
-  hands the new parameters to the trainer's optimizer and records the head size after each
-  experience (``extra["head"]`` of a result); its ``state_dict``/``load_state_dict`` regrow the
-  heads of a resumed run.
+- :class:`HeadExpansion`: the plugin that grows the heads of a model before each experience and
+  records the head size after each experience (``extra["head"]`` of a result); its
+  ``state_dict``/``load_state_dict`` regrow the heads of a resumed run.
+- :func:`sync_optimizer`: applies a growth to an optimizer (the trainer calls it after the
+  ``before_experience`` hooks; call it from your own loop after growing a head).
 
-Growth follows Avalanche's ``IncrementalClassifier``/``MultiHeadClassifier``
-(``avalanche/models/dynamic_modules.py``), with one deviation: Avalanche copies old rows into a
-new, larger ``nn.Linear`` (new parameter objects, so the optimizer must be reset or patched);
-here old rows stay the same parameter objects.
+The active-classes mask. ``forward`` returns ``(B, capacity)`` logits with the logits of rows
+not in use set to ``-inf``, in training and in evaluation: such a class never wins an argmax,
+has probability 0 under a softmax, and its row gets no gradient from any loss on the logits
+(``masked_fill`` passes none back). Use ``out[:, :head.num_classes]`` for the classes in use
+only. With ``mask_past=True`` the logits of past classes (in use, absent from the current
+experience) are also set to -inf during training (the "labels trick"); off by default, and not
+for methods that train on past classes (replay, DER++, LwF). :meth:`IncrementalClassifier.training_mask`
+is the mask of the logits training uses (importance estimates run in eval mode and use it).
+
+What a growth keeps (what the block-per-growth head of version 0.1 promised, and how exactly):
+
+- Old logits are unchanged by a growth, bit for bit: the matrix product has the same shapes
+  before and after, and old rows are not touched. (A reallocation, when a growth exceeds the
+  capacity, changes the product's width; old logits are then equal up to the matmul kernel's
+  rounding, which may depend on the width.)
+- Rows coming into use are initialised as a fresh ``nn.Linear(in_features, new_rows)`` would be
+  (its default initialisation, drawn from the global RNG as that layer's construction would
+  draw it), and their optimizer state (SGD momentum, Adam's moments) is reset to zero by
+  :func:`sync_optimizer`, so they train from the next step as a new layer's rows would.
+  Deviation: Adam's step count is one per tensor, so the new rows' bias correction uses the
+  tensor's step count (the steps taken since the head was built), not a count from when they
+  came into use; with zeroed moments that makes their first updates smaller than a new layer's
+  by the factor ``sqrt(1 - beta2^k) / (1 - beta1^k)`` of the tensor's step ``k`` against 1.
+- Old rows keep their values, their names (``weight``, ``bias``: regularizers key importances
+  by name) and their optimizer state. Rows not in use get zero gradient; weight decay may still
+  move them, which does not matter: they are re-initialised when they come into use.
+- A reallocation (only when the capacity is exceeded) replaces ``weight`` and ``bias`` by new,
+  larger parameters holding the old rows; :func:`sync_optimizer` swaps them into the optimizer
+  and pads their state with zeros.
+
+Growth follows Avalanche's ``IncrementalClassifier`` (``avalanche/models/dynamic_modules.py``)
+in what it promises; Avalanche copies the old rows into a new, larger ``nn.Linear`` at every
+growth (new parameter objects, so the optimizer must be reset or patched, and shapes change);
+here they are allocated ahead and masked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,109 +66,209 @@ from torch import Tensor, nn
 from ..errors import ContinualError
 
 
+@dataclass
+class RowChange:
+    """A growth, as an optimizer must see it: ``param`` (replacing ``old`` when not ``None``)
+    whose rows ``start:stop`` came into use."""
+
+    param: nn.Parameter
+    start: int
+    stop: int
+    old: nn.Parameter | None = None
+
+
 class IncrementalClassifier(nn.Module):
-    """A linear head whose output grows with the classes seen; old rows are never touched.
+    """A linear head whose classes in use grow with the classes seen; fixed shapes, masked rows.
 
     Args:
         in_features: size of the features it reads.
-        num_classes: initial number of outputs (0: no class yet).
+        num_classes: classes in use at the start (0: none yet).
+        capacity: rows allocated ahead (default: ``num_classes``; a growth past it doubles it).
         bias: whether rows have a bias.
         mask_past: set logits of past classes to -inf during training (see the module docstring).
-        fused: one matmul over the concatenated rows instead of one per block (see the module docstring).
 
     Example:
-        >>> head = IncrementalClassifier(4, 3)
+        >>> head = IncrementalClassifier(4, 3, capacity=5)
         >>> x = torch.randn(2, 4)
         >>> old = head(x)
-        >>> new_params = head.grow(5)
-        >>> len(new_params), head(x).shape, torch.equal(head(x)[:, :3], old)
-        (2, torch.Size([2, 5]), True)
+        >>> head.grow(5), head(x).shape, torch.equal(head(x)[:, :3], old[:, :3]), old[:, 3:].isinf().all().item()
+        ([], torch.Size([2, 5]), True, True)
     """
 
-    def __init__(self, in_features: int, num_classes: int = 0, *, bias: bool = True, mask_past: bool = False, fused: bool = False) -> None:
+    def __init__(self, in_features: int, num_classes: int = 0, *, capacity: int | None = None, bias: bool = True,
+                 mask_past: bool = False) -> None:
         super().__init__()
-        if in_features < 1 or num_classes < 0:
-            raise ContinualError(f"IncrementalClassifier(in_features={in_features}, num_classes={num_classes}): "
-                                 "in_features must be positive and num_classes non-negative")
+        capacity = num_classes if capacity is None else capacity
+        if in_features < 1 or num_classes < 0 or capacity < num_classes:
+            raise ContinualError(f"IncrementalClassifier(in_features={in_features}, num_classes={num_classes}, capacity={capacity}): "
+                                 "in_features must be positive, num_classes non-negative and capacity at least num_classes")
         self.in_features = in_features
-        self.bias = bias
         self.mask_past = mask_past
-        self.fused = fused
-        self.blocks = nn.ModuleList()
-        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device/dtype)
-        self._active: Tensor | None = None  # classes of the current experience (for mask_past)
+        self.weight = nn.Parameter(torch.zeros(capacity, in_features))
+        self.bias = nn.Parameter(torch.zeros(capacity)) if bias else None
+        self.register_buffer("active", torch.zeros(capacity, dtype=torch.bool))  # classes in use (saved with the model)
+        self._num_classes = 0
+        self._current: Tensor | None = None  # classes of the current experience (for mask_past)
+        self.history: list[int] = []  # rows added by each growth, in order (to regrow on resume)
+        self._changes: list[RowChange] = []  # growths not yet applied to an optimizer
         self.grow(num_classes)
+        self._changes.clear()  # rows in use from the start: nothing for an optimizer to reset
 
     @property
     def num_classes(self) -> int:
-        """Current number of outputs."""
-        return sum(b.out_features for b in self.blocks)
+        """Classes in use: rows ``0..num_classes-1``."""
+        return self._num_classes
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated (the width of the logits)."""
+        return self.weight.shape[0]
 
     @property
     def sizes(self) -> list[int]:
-        """Rows per block, in growth order."""
-        return [b.out_features for b in self.blocks]
+        """Rows added by each growth, in order."""
+        return list(self.history)
 
     def grow(self, num_classes: int) -> list[nn.Parameter]:
-        """Grow to ``num_classes`` outputs (no-op when already that wide); return the new parameters.
+        """Bring classes up to ``num_classes`` into use (no-op when already that many).
 
-        New rows get ``nn.Linear``'s default initialisation (drawn from the global RNG).
+        The rows coming into use are initialised as a fresh ``nn.Linear``'s; past the capacity,
+        ``weight`` and ``bias`` are reallocated with twice the capacity (or ``num_classes`` if
+        more). Returns ``[]`` (no new parameter joins an optimizer); the change waits for
+        :func:`sync_optimizer`.
         """
-        new_rows = num_classes - self.num_classes
-        if new_rows <= 0:
+        start = self._num_classes
+        if num_classes <= start:
             return []
-        block = nn.Linear(self.in_features, new_rows, bias=self.bias).to(self._anchor)
-        self.blocks.append(block)
-        return list(block.parameters())
+        old = [(self.weight, "weight"), (self.bias, "bias")]
+        if num_classes > self.capacity:
+            self._reallocate(max(num_classes, 2 * self.capacity))
+        fresh = nn.Linear(self.in_features, num_classes - start, bias=self.bias is not None)  # its default init
+        with torch.no_grad():
+            self.weight[start:num_classes] = fresh.weight.to(self.weight)
+            if self.bias is not None:
+                self.bias[start:num_classes] = fresh.bias.to(self.bias)
+        self.active[start:num_classes] = True
+        self._num_classes = num_classes
+        self.history.append(num_classes - start)
+        for before, name in old:
+            if before is not None:
+                now = getattr(self, name)
+                self._changes.append(RowChange(now, start, num_classes, before if now is not before else None))
+        return []
+
+    def _reallocate(self, capacity: int) -> None:
+        n = self.capacity
+        weight = self.weight.detach().new_zeros(capacity, self.in_features)
+        weight[:n] = self.weight.detach()
+        self.weight = nn.Parameter(weight, requires_grad=self.weight.requires_grad)
+        if self.bias is not None:
+            bias = self.bias.detach().new_zeros(capacity)
+            bias[:n] = self.bias.detach()
+            self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
+        active = self.active.new_zeros(capacity)
+        active[:n] = self.active
+        self.active = active
+
+    def take_changes(self) -> list[RowChange]:
+        """The growths since the last call (for :func:`sync_optimizer`), and forget them."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def adapt(self, classes: Iterable[int]) -> list[nn.Parameter]:
-        """Grow to cover ``classes`` (labels of the coming experience); return the new parameters."""
+        """Grow to cover ``classes`` (labels of the coming experience); returns ``[]`` (see :meth:`grow`)."""
         classes = sorted({int(c) for c in classes})
         if classes and classes[0] < 0:
             raise ContinualError(f"class labels must be non-negative; got {classes[0]}")
         new = self.grow(classes[-1] + 1) if classes else []
         if self.mask_past:
-            active = torch.zeros(self.num_classes, dtype=torch.bool, device=self._anchor.device)
-            active[classes] = True
-            self._active = active
+            current = torch.zeros(self.capacity, dtype=torch.bool, device=self.active.device)
+            current[classes] = True
+            self._current = current
         return new
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused and len(self.blocks) > 1:
-            bias = torch.cat([b.bias for b in self.blocks]) if self.bias else None
-            out = F.linear(x, torch.cat([b.weight for b in self.blocks]), bias)  # (B, num_classes)
-            return self._mask(out)
-        parts = [block(x) for block in self.blocks]  # (B, rows of each block)
-        if not parts:
-            return x.new_zeros(x.shape[0], 0)  # (B, 0): no class yet
-        return self._mask(parts[0] if len(parts) == 1 else torch.cat(parts, 1))  # (B, num_classes)
+        out = F.linear(x, self.weight, self.bias)  # (B, capacity)
+        keep = self.training_mask() if self.training else self._used()
+        return out if keep is None else out.masked_fill(~keep, float("-inf"))
 
-    def _mask(self, out: Tensor) -> Tensor:
-        active = self.training_mask()
-        if self.training and active is not None:
-            out = out.masked_fill(~active.to(out.device), float("-inf"))
-        return out
+    def _used(self) -> Tensor | None:
+        return None if self._num_classes == self.capacity else self.active
 
     def training_mask(self) -> Tensor | None:
-        """The logits training may use, ``(num_classes,)`` bool: the current experience's classes
-        with ``mask_past``; ``None`` when every logit is used."""
-        return self._active if self.mask_past else None
+        """The logits training uses, ``(capacity,)`` bool: the classes in use (with ``mask_past``,
+        those of the current experience); ``None`` when every logit is used."""
+        if self.mask_past and self._current is not None:
+            return self._current.to(self.active.device) & self.active
+        return self._used()
+
+    def unused_rows(self) -> Tensor:
+        """``(capacity,)`` bool: rows not in use."""
+        return ~self.active
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._num_classes = int(self.active.sum())  # rows 0..n-1 are the ones in use
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, num_classes={self.num_classes}, blocks={self.sizes}, "
-                f"mask_past={self.mask_past}, fused={self.fused}")
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, capacity={self.capacity}, "
+                f"bias={self.bias is not None}, mask_past={self.mask_past}")
+
+
+def sync_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Apply the growths of ``model``'s heads since the last call to ``optimizer``.
+
+    A reallocated parameter replaces the old one in its parameter group, its state padded with
+    zeros; rows that came into use get their state (every tensor of the parameter's shape:
+    momentum, Adam's moments) reset to zero. Call it after growing a head in your own loop.
+    """
+    for head in model.modules():
+        if not isinstance(head, IncrementalClassifier):
+            continue
+        for change in head.take_changes():
+            p = change.param
+            if change.old is not None:
+                for group in optimizer.param_groups:
+                    group["params"] = [p if q is change.old else q for q in group["params"]]
+                state = optimizer.state.pop(change.old, None)
+                if state:
+                    optimizer.state[p] = {k: _pad(v, p) for k, v in state.items()}
+            state = optimizer.state.get(p)
+            for v in (state or {}).values():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    v[change.start : change.stop] = 0
+
+
+def _pad(value, param: Tensor):
+    if not (torch.is_tensor(value) and value.dim() == param.dim() and value.dim() > 0 and value.shape[1:] == param.shape[1:]):
+        return value
+    out = value.new_zeros(param.shape)
+    out[: value.shape[0]] = value
+    return out
 
 
 def training_mask(model: nn.Module) -> Tensor | None:
-    """The logits ``model`` trains on, ``(num_classes,)`` bool, when a ``mask_past`` head masks
-    past classes in training; ``None`` when it trains on all of them.
+    """The logits ``model`` trains on, ``(num_logits,)`` bool, when its class-incremental head
+    masks some (rows not in use; past classes with ``mask_past``); ``None`` when it uses all.
 
-    Importance estimates (EWC's Fisher, MAS) run in eval mode, where the head does not mask;
-    they use this to see the logits training saw.
+    Importance estimates (EWC's Fisher, MAS) run in eval mode; they use this to see the logits
+    training saw.
     """
     masks = [m.training_mask() for m in model.modules() if isinstance(m, IncrementalClassifier)]
     masks = [m for m in masks if m is not None]
-    return masks[0] if len(masks) == 1 else None
+    return masks[0] if len(masks) == 1 and not any(isinstance(m, MultiHeadClassifier) for m in model.modules()) else None
+
+
+def unused_rows(model: nn.Module) -> dict[str, Tensor]:
+    """For each parameter of a class-incremental head with rows not in use, by name: a bool
+    tensor of the parameter's shape, ``True`` on those rows (a regularizer gives them no importance)."""
+    found = {}
+    for prefix, head in model.named_modules():
+        if isinstance(head, IncrementalClassifier):
+            rows = head.unused_rows()
+            for name, p in head.named_parameters(recurse=False):
+                found[f"{prefix}.{name}" if prefix else name] = rows.view(-1, *([1] * (p.dim() - 1))).expand_as(p)
+    return found
 
 
 class MultiHeadClassifier(nn.Module):
@@ -196,7 +321,9 @@ class MultiHeadClassifier(nn.Module):
         known += fresh
         self.history.append((task_id, fresh))
         head.register_buffer("class_index", torch.tensor(known, dtype=torch.int64, device=self._anchor.device), persistent=False)
-        return head.grow(len(known))
+        fresh_head = head.num_classes == 0
+        head.grow(len(known))
+        return list(head.parameters()) if fresh_head else []  # a grown head's changes go through sync_optimizer
 
     def adapt(self, pairs: Iterable[tuple[int, int]]) -> list[nn.Parameter]:
         """Grow for the ``(task id, class)`` pairs of a coming experience; return the new parameters."""
@@ -210,7 +337,7 @@ class MultiHeadClassifier(nn.Module):
             raise ContinualError("MultiHeadClassifier needs per-sample task ids: call model(x, t)")
         out = x.new_full((x.shape[0], self.num_classes), float("-inf"))  # (B, C)
         for key, head in self.heads.items():
-            logits = head(x)  # (B, c_k): every sample through every head (no host sync)
+            logits = head(x)[:, : head.num_classes]  # (B, c_k): every sample through every head (no host sync)
             cols = head.class_index
             mine = (t == int(key)).unsqueeze(1)  # (B, 1)
             out = out.index_copy(1, cols, torch.where(mine, logits, out.index_select(1, cols)))

@@ -2,7 +2,8 @@
 "L2" in Kirkpatrick et al. 2017, Fig. 2, and in Zenke et al. 2017).
 
 Penalty: ``lambda sum_i (theta_i - theta*_i)^2`` with ``theta*`` the parameters after the latest
-experience (no 1/2). Parameters added after the anchor (new head rows) are not penalised.
+experience (no 1/2). Parameters added after the anchor (new head rows) are not penalised, nor are
+the rows of a class-incremental head that were not in use at the anchor (they get importance 0).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..models import unused_rows
 from ..streams import Experience
 from .base import QuadraticPenalty, trainable
 
@@ -34,4 +36,5 @@ class L2(QuadraticPenalty):
         self.name = name
 
     def importance(self, model: nn.Module, experience: Experience) -> dict[str, Tensor]:
-        return {name: torch.ones_like(p) for name, p in trainable(model).items()}
+        unused = unused_rows(model)  # rows of a class-incremental head not in use yet: no anchor to keep
+        return {name: torch.ones_like(p) if name not in unused else (~unused[name]).to(p.dtype) for name, p in trainable(model).items()}
