@@ -225,17 +225,19 @@ def _slug(text: str) -> str:
 
 
 def cmd_run(args) -> int:
-    from .experiment import RunConfig, parse_class_order
+    from .experiment import RunConfig, parse_class_order, parse_ints
     from .results import format_table, summarize
 
     out = check_out_dir(args.out)
     sets = _parse_sets(args.set)
     base = RunConfig(
         benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
-        class_order=parse_class_order(args.class_order), model=args.model, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, device=args.device,
-        label=args.label, data_root=args.data_root, download=args.download, head=args.head, pretrained=args.pretrained,
-        seed=args.seed,
+        class_order=parse_class_order(args.class_order), split=args.split, increments=parse_ints(args.increments, "--increments"),
+        classes=parse_ints(args.classes, "--classes"), model=args.model, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
+        lr_schedule=args.lr_schedule, milestones=parse_ints(args.milestones, "--milestones") or [], lr_decay=args.lr_decay,
+        classifier=args.classifier, device=args.device, label=args.label, data_root=args.data_root, download=args.download,
+        head=args.head, pretrained=args.pretrained, seed=args.seed,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     if base.label is None and base.params:
@@ -446,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-experiences", type=int, default=None, help="default: the benchmark's")
     p.add_argument("--class-order", default=None, help="'random' (from the run's seed), 'icarl' (the field's order, "
                    "its own seed 1993) or comma-separated labels")
+    p.add_argument("--split", default=None, metavar="BmIncn", help="B<first>-Inc<increment>, e.g. B50-Inc10: first classes, then "
+                   "increment per experience (B0: an equal split); split benchmarks")
+    p.add_argument("--increments", default=None, metavar="N,N,...", help="classes per experience, e.g. 3,2 or 50,10,10,10,10,10")
+    p.add_argument("--classes", default=None, metavar="C,C,...", help="only these dataset labels, e.g. 0,1,2,3,4 (default: all)")
     p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full or resnet18-torchvision (default: the benchmark's)")
     p.add_argument("--head", default=None, help="fixed, incremental, incremental-mask-past or multi "
                    "(default: incremental in the class scenario, fixed otherwise)")
@@ -457,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the benchmark's)")
     p.add_argument("--optimizer", default="sgd", help="sgd or adam")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="optimizer weight decay")
+    p.add_argument("--lr-schedule", default="constant", help="constant, step (needs --milestones) or cosine, within each experience")
+    p.add_argument("--milestones", default=None, metavar="E,E,...", help="epochs at which a step schedule multiplies the lr by --lr-decay")
+    p.add_argument("--lr-decay", type=float, default=0.1, help="factor of each step milestone (default 0.1)")
+    p.add_argument("--classifier", default="linear", help="linear (the head's argmax), nme (nearest mean of exemplars) or both "
+                   "(both matrices recorded); class-incremental")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a strategy hyperparameter or config field")
     p.add_argument("--label", default=None, help="name shown in tables and plots (default: the strategy)")

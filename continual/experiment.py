@@ -27,9 +27,9 @@ from .data import check_root
 from .metrics import AccuracyMatrix
 from .models import HEADS, MODELS, HeadExpansion, build_model, grow_head
 from .results import Result, atomic_torch_save
-from .streams import CLASS_ORDERS
+from .streams import CLASS_ORDERS, class_increments, parse_split
 from .strategies import Context, Range, coerce, get_strategy
-from .trainer import OPTIMIZERS, Callback, Trainer, resolve_device
+from .trainer import LR_SCHEDULES, OPTIMIZERS, Callback, Trainer, resolve_device
 
 
 @dataclass
@@ -40,7 +40,11 @@ class RunConfig:
         benchmark: a registered benchmark name.
         strategy: a registered strategy name.
         scenario: ``"class"``, ``"task"`` or ``"domain"`` (default: the benchmark's first).
-        num_experiences: default: the benchmark's.
+        num_experiences: default: the benchmark's (with ``split`` or ``increments``: their length).
+        split: ``"B<first>-Inc<increment>"`` (split benchmarks): ``first`` classes, then
+            ``increment`` per experience; B0 is an equal split (PyCIL's cut).
+        increments: classes per experience (split benchmarks), e.g. ``[50, 10, 10, 10, 10, 10]``.
+        classes: the dataset labels the stream uses (split benchmarks; default: all of them).
         class_order: ``None`` (standard), ``"random"`` (from ``seed``), ``"icarl"`` (its own seed, 1993) or an explicit list.
         model: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"`` or
             ``"resnet18-torchvision"`` (default: the benchmark's).
@@ -54,6 +58,13 @@ class RunConfig:
         optimizer: ``"sgd"`` or ``"adam"``.
         momentum: SGD momentum.
         weight_decay: optimizer weight decay.
+        lr_schedule: ``"constant"``, ``"step"`` (``lr_decay`` at each of ``milestones``) or
+            ``"cosine"``, over the epochs of each experience (see :class:`continual.trainer.Trainer`).
+        milestones: epochs of a ``"step"`` schedule, e.g. ``[80, 120]``.
+        lr_decay: the factor of each ``"step"`` milestone.
+        classifier: the evaluation classifier: ``"linear"`` (the model's argmax), ``"nme"``
+            (nearest mean of exemplars, class-incremental only) or ``"both"`` (the result records
+            both matrices, the linear one first).
         eval_batch_size: evaluation batch size.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         seed: seeds the model initialisation, the batch order and seeded stream choices.
@@ -68,6 +79,9 @@ class RunConfig:
     scenario: str | None = None
     num_experiences: int | None = None
     class_order: str | list[int] | None = None
+    split: str | None = None
+    increments: list[int] | None = None
+    classes: list[int] | None = None
     model: str | None = None
     epochs: int | None = None
     lr: float | None = None
@@ -75,6 +89,10 @@ class RunConfig:
     optimizer: str = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    lr_decay: float = 0.1
+    classifier: str = "linear"
     eval_batch_size: int = 1024
     device: str = "auto"
     seed: int = 0
@@ -144,6 +162,20 @@ class RunConfig:
             raise ContinualError(f"num_experiences={resolved.num_experiences} is out of range: benchmark {bench.name!r} "
                                  f"has {most} classes, so expected 1..{most}")
         _check_class_order(resolved.class_order, bench)
+        resolved = _resolve_cut(resolved, bench, num_experiences_given=self.num_experiences is not None)
+        if resolved.lr_schedule not in LR_SCHEDULES:
+            raise ContinualError(f"lr_schedule={resolved.lr_schedule!r} is not accepted; expected one of {', '.join(LR_SCHEDULES)}")
+        if resolved.lr_schedule == "step" and not resolved.milestones:
+            raise ContinualError("lr_schedule='step' needs milestones, e.g. --milestones 80,120 (epochs within each experience)")
+        if resolved.milestones and (resolved.lr_schedule != "step" or any(not isinstance(m, int) or isinstance(m, bool) or not 1 <= m < resolved.epochs
+                                                                          for m in resolved.milestones)):
+            raise ContinualError(f"milestones={resolved.milestones} need lr_schedule='step' and must be epochs in 1..{resolved.epochs - 1} "
+                                 f"(epochs={resolved.epochs})")
+        if resolved.classifier not in CLASSIFIERS:
+            raise ContinualError(f"classifier={resolved.classifier!r} is not accepted; expected one of {', '.join(CLASSIFIERS)}")
+        if resolved.classifier != "linear" and (scenario != "class" or head not in ("incremental", "incremental-mask-past", "fixed")):
+            raise ContinualError(f"classifier={resolved.classifier!r} needs the class-incremental scenario with one head "
+                                 f"(got scenario {scenario!r}, head {head!r}); use classifier='linear'")
         if here:
             check_root(self.data_root, download=self.download, archive="cifar" in bench.name)  # as its loader will
         resolve_device(self.device, here=here)
@@ -161,8 +193,10 @@ class RunConfig:
             ContinualError: for an unknown key (naming the accepted ones) or a badly typed value.
         """
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
-                 "weight_decay": float, "eval_batch_size": int, "seed": int}
-        texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained"}
+                 "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float}
+        texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained",
+                 "split", "lr_schedule", "classifier"}
+        lists = {"increments", "classes", "milestones"}
         changes: dict[str, object] = {}
         for key, value in values.items():
             if key in kinds:
@@ -171,16 +205,18 @@ class RunConfig:
                 changes[key] = str(value)
             elif key == "class_order":
                 changes[key] = parse_class_order(value)
+            elif key in lists:
+                changes[key] = parse_ints(value, key)
             elif key == "download":
                 changes[key] = coerce(value, bool, key)
         strategy = get_strategy(str(changes.get("strategy", self.strategy)))
         params = dict(self.params)
         for key, value in values.items():
-            if key in kinds or key in texts or key in ("class_order", "download"):
+            if key in kinds or key in texts or key in lists or key in ("class_order", "download"):
                 continue
             name = key[len("params."):] if key.startswith("params.") else key
             if name not in strategy.defaults:
-                accepted = sorted(kinds) + sorted(texts) + ["class_order", "download"] + sorted(strategy.defaults)
+                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + ["class_order", "download"] + sorted(strategy.defaults)
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)
@@ -200,7 +236,39 @@ LIMITS: dict[str, Range] = {
     "momentum": Range(0, 1, high_open=True),
     "weight_decay": Range(0, _FLOAT32_MAX),
     "seed": Range(0, SEED_MAX),
+    "lr_decay": Range(0, 1, low_open=True),
 }
+CLASSIFIERS = ("linear", "nme", "both")
+
+
+def _resolve_cut(cfg: RunConfig, bench, *, num_experiences_given: bool) -> RunConfig:
+    """Check ``split``/``increments``/``classes`` against the benchmark and set ``num_experiences`` from them."""
+    given = [k for k in ("split", "increments", "classes") if getattr(cfg, k) is not None]
+    if not given:
+        return cfg
+    if bench.kind != "split":
+        raise ContinualError(f"{', '.join(given)} applies to split benchmarks only; {bench.name!r} is {bench.kind}")
+    if cfg.split is not None and cfg.increments is not None:
+        raise ContinualError(f"give split={cfg.split!r} or increments={cfg.increments}, not both")
+    n = bench.num_classes
+    classes = cfg.classes
+    if classes is not None:
+        if not classes or len(set(classes)) != len(classes) or any(not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < n for c in classes):
+            raise ContinualError(f"classes={classes!r} must be distinct labels of {bench.name!r} in 0..{n - 1}")
+        n = len(classes)
+    if cfg.split is None and cfg.increments is None:
+        sizes = class_increments(n, num_experiences=cfg.num_experiences if num_experiences_given else min(cfg.num_experiences, n))
+    elif cfg.split is not None:
+        first, increment = parse_split(cfg.split)
+        sizes = class_increments(n, first=first, increment=increment)
+    else:
+        if any(not isinstance(k, int) or isinstance(k, bool) for k in cfg.increments):
+            raise ContinualError(f"increments={cfg.increments!r} must be whole class counts, e.g. 50,10,10")
+        sizes = class_increments(n, increments=cfg.increments)
+    if num_experiences_given and (cfg.split is not None or cfg.increments is not None) and cfg.num_experiences != len(sizes):
+        raise ContinualError(f"num_experiences={cfg.num_experiences} does not match the cut into {len(sizes)} experiences "
+                             f"({sizes}); leave num_experiences out")
+    return dataclasses.replace(cfg, num_experiences=len(sizes))
 """The accepted range of each numeric :class:`RunConfig` field, checked by :meth:`RunConfig.resolve`."""
 
 
@@ -235,6 +303,24 @@ def parse_class_order(value: object) -> str | list[int] | None:
     except (TypeError, ValueError):
         pass
     raise ContinualError(f"class_order={value!r}: expected {', '.join(repr(o) for o in CLASS_ORDERS)} or a list of labels like 1,0,3,2")
+
+
+def parse_ints(value: object, label: str) -> list[int] | None:
+    """``None``, a list of whole numbers, or text like ``"50,10,10"`` -> a list of ints.
+
+    >>> parse_ints("50,10,10", "increments"), parse_ints([3, 2], "increments")
+    ([50, 10, 10], [3, 2])
+    """
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return [int(v) for v in value.split(",") if v.strip()] if value.strip() else []
+        if isinstance(value, (list, tuple)) and all(not isinstance(v, bool) and float(v).is_integer() for v in value):
+            return [int(v) for v in value]
+    except (TypeError, ValueError):
+        pass
+    raise ContinualError(f"{label}={value!r}: expected whole numbers separated by commas, like 50,10,10")
 
 
 def environment(device: torch.device) -> dict[str, object]:
@@ -453,7 +539,8 @@ def run(
     device = resolve_device(cfg.device)
     stream = make_stream(
         cfg.benchmark, scenario=cfg.scenario, num_experiences=cfg.num_experiences,
-        seed=cfg.seed, class_order=cfg.class_order, device=device, root=cfg.data_root, download=cfg.download,
+        seed=cfg.seed, class_order=cfg.class_order, increments=cfg.increments, split=cfg.split, classes=cfg.classes,
+        device=device, root=cfg.data_root, download=cfg.download,
     )
     if not stream:
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
@@ -466,6 +553,11 @@ def run(
     if cfg.head != "fixed":
         grow_head(model, first)  # the first experience's classes, before the random-init evaluation
         plugins = [HeadExpansion(model), *plugins]
+    if cfg.classifier != "linear":
+        from .classifiers import NearestMeanClassifier
+
+        buffers = [p.buffer for p in plugins if getattr(p, "buffer", None) is not None]
+        plugins = [*plugins, NearestMeanClassifier(buffer=buffers[0] if buffers else None)]  # after the buffer is filled
     if cfg.pretrained:
         from .transfer import load_backbone
 
@@ -474,7 +566,8 @@ def run(
     trainer = Trainer(
         model, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size,
-        device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks,
+        device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks, lr_schedule=cfg.lr_schedule,
+        milestones=cfg.milestones, lr_decay=cfg.lr_decay, classifier="linear" if cfg.classifier == "both" else cfg.classifier,
     )
     if lr_groups:
         from .transfer import scale_lr

@@ -420,13 +420,21 @@ class _GroupBalancedBuffer(Buffer):
 
     Storage is kept with each group's samples contiguous and in priority order (herding order,
     or a random order), so shrinking a group keeps its first samples.
+
+    Budget: a fixed total (``capacity`` samples shared out among the groups seen so far), or,
+    with ``per_group``, a fixed number per group (the budget grows with the groups seen, up to
+    the ``capacity`` allocated ahead).
     """
 
-    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0, selection: Selection = "random") -> None:
+    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0, selection: Selection = "random",
+                 per_group: int | None = None) -> None:
         super().__init__(capacity, device=device, seed=seed)
         if selection not in SELECTIONS:
             raise ContinualError(f"unknown selection {selection!r}; expected one of {', '.join(SELECTIONS)}")
+        if per_group is not None and not (isinstance(per_group, int) and 1 <= per_group <= capacity):
+            raise ContinualError(f"mem_per_class={per_group!r} must be a positive integer, at most the capacity {capacity}")
         self.selection = selection
+        self.per_group = per_group
         self.seen: dict[int, int] = {}  # samples of each group offered so far
 
     def _groups(self, experience: Experience) -> Tensor:
@@ -457,7 +465,8 @@ class _GroupBalancedBuffer(Buffer):
         keys = sorted(set(old_groups.unique().tolist()) | set(new_groups.unique().tolist()))
         old_idx = {g: (old_groups == g).nonzero().flatten() for g in keys}  # slots in priority order
         new_idx = {g: (new_groups == g).nonzero().flatten() for g in keys}
-        quotas = balanced_quotas([len(old_idx[g]) + len(new_idx[g]) for g in keys], self.capacity)
+        budget = self.capacity if self.per_group is None else min(self.capacity, self.per_group * len(keys))
+        quotas = balanced_quotas([len(old_idx[g]) + len(new_idx[g]) for g in keys], budget)
         take_old, take_new = [], []  # per group: slots to keep and experience samples to add, in layout order
         order = []  # per group: layout position r takes pick order[r] of (old picks + new picks)
         for g, q in zip(keys, quotas):
@@ -538,7 +547,8 @@ class _GroupBalancedBuffer(Buffer):
         return dict(zip(g.tolist(), c.tolist()))
 
     def report(self) -> dict:
-        return {**super().report(), "selection": self.selection,
+        budget = f"{self.per_group} per class" if self.per_group is not None else f"{self.capacity} in total"
+        return {**super().report(), "selection": self.selection, "budget": budget,
                 "per_group": {str(k): v for k, v in self.group_counts().items()}}
 
 
@@ -549,13 +559,25 @@ class ClassBalancedBuffer(_GroupBalancedBuffer):
     herding on the model's features (iCaRL), ``"random"`` uniformly.
 
     Args:
-        capacity: samples kept.
+        capacity: samples kept (with ``per_class``: the storage allocated ahead, e.g. the
+            stream's classes times ``per_class``).
         device: storage device.
         seed: seeds the buffer's generator.
         selection: ``"random"`` or ``"herding"``.
+        per_class: a fixed number of exemplars per class seen (iCaRL's "20 per class") instead
+            of a fixed total shared out among them (``mem=2000``).
+
+    Example:
+        >>> buf = ClassBalancedBuffer(100, per_class=20)  # 20 per class, up to 5 classes
+        >>> buf.per_group
+        20
     """
 
     kind = "class-balanced"
+
+    def __init__(self, capacity: int, *, device: torch.device | str = "cpu", seed: int = 0, selection: Selection = "random",
+                 per_class: int | None = None) -> None:
+        super().__init__(capacity, device=device, seed=seed, selection=selection, per_group=per_class)
 
     def _groups(self, experience: Experience) -> Tensor:
         return experience.y_train
@@ -603,12 +625,16 @@ class ExperienceBalancedBuffer(_GroupBalancedBuffer):
 
 def make_buffer(
     kind: str, capacity: int, *, selection: str = "random", device: torch.device | str = "cpu", seed: int = 0,
-    logit_width: int | None = None,
+    logit_width: int | None = None, per_class: int | None = None,
 ) -> Buffer:
     """Build a buffer by name (``reservoir``, ``class-balanced``, ``experience-balanced``).
 
+    ``per_class`` (class-balanced only) keeps that many exemplars per class seen instead of a
+    fixed total; ``capacity`` is then the storage allocated ahead.
+
     Raises:
-        ContinualError: for an unknown kind or selection, or herding with a buffer other than class-balanced.
+        ContinualError: for an unknown kind or selection, herding or a per-class budget with a
+            buffer other than class-balanced.
     """
     if kind not in BUFFERS:
         raise ContinualError(f"unknown buffer {kind!r}; expected one of {', '.join(BUFFERS)}")
@@ -616,12 +642,14 @@ def make_buffer(
         raise ContinualError(f"unknown selection {selection!r}; expected one of {', '.join(SELECTIONS)}")
     if selection == "herding" and kind != "class-balanced":
         raise ContinualError(f"selection 'herding' needs buffer=class-balanced (got buffer={kind!r})")
+    if per_class is not None and kind != "class-balanced":
+        raise ContinualError(f"mem_per_class={per_class} needs buffer=class-balanced (got buffer={kind!r})")
     if not (isinstance(capacity, int) and capacity > 0):
         raise ContinualError(f"mem={capacity!r} must be a positive integer")
     if kind == "reservoir":
         return ReservoirBuffer(capacity, device=device, seed=seed, logit_width=logit_width)
     if kind == "class-balanced":
-        return ClassBalancedBuffer(capacity, device=device, seed=seed, selection=selection)
+        return ClassBalancedBuffer(capacity, device=device, seed=seed, selection=selection, per_class=per_class)
     return ExperienceBalancedBuffer(capacity, device=device, seed=seed)
 
 
@@ -745,7 +773,10 @@ class DERpp(Plugin):
 
 
 def _er_plugins(params: dict, context) -> list:
-    buffer = make_buffer(params["buffer"], params["mem"], selection=params["selection"], device=context.device, seed=context.seed)
+    per_class = params["mem_per_class"] or None
+    capacity = per_class * context.stream.num_classes if per_class else params["mem"]  # per class: allocated ahead for every class
+    buffer = make_buffer(params["buffer"], capacity, selection=params["selection"], device=context.device, seed=context.seed,
+                         per_class=per_class)
     return [ER(buffer, batch_size=params["replay_batch"])]
 
 
@@ -760,11 +791,12 @@ register(Strategy(
     defaults={
         "buffer": "reservoir",  # reservoir | class-balanced | experience-balanced
         "selection": "random",  # random | herding (class-balanced only)
-        "mem": 500,  # buffer capacity in samples
+        "mem": 500,  # buffer capacity in samples: a fixed total, shared out among the classes seen (class-balanced)
+        "mem_per_class": 0,  # > 0: a fixed number per class seen instead of mem (class-balanced only; iCaRL's 20)
         "replay_batch": 0,  # replay samples per batch; 0: the training batch size
     },
     make_plugins=_er_plugins,
-    limits={"buffer": BUFFERS, "selection": SELECTIONS, "mem": Range(1), "replay_batch": Range(0)},
+    limits={"buffer": BUFFERS, "selection": SELECTIONS, "mem": Range(1), "mem_per_class": Range(0), "replay_batch": Range(0)},
     past_classes=True,
 ))
 register(Strategy(

@@ -222,6 +222,38 @@ def test_herding_buffer_keeps_herding_order_when_shrinking():
         buf.update(stream[1])
 
 
+@pytest.mark.parametrize("selection", ["random", "herding"])
+def test_budgets_a_fixed_total_or_a_fixed_number_per_class(selection):
+    """mem=40 is shared out (8 per class for 5 classes, then 4 for 10); mem_per_class=6 keeps 6
+    of every class seen, the total growing with the classes (30, then 60)."""
+    stream = class_stream(num_experiences=2, per_class=20)
+    torch.manual_seed(0)
+    model = MLP(6, (16,), 10)
+    total = ClassBalancedBuffer(40, selection=selection)
+    per_class = make_buffer("class-balanced", 6 * 10, selection=selection, per_class=6)
+    for i, (each_total, each_per_class) in enumerate([(8, 6), (4, 6)]):
+        for buf, each in ((total, each_total), (per_class, each_per_class)):
+            buf.update(stream[i], model=model)
+            classes = range(5 * (i + 1))
+            assert buf.group_counts() == {c: each for c in classes} and len(buf) == each * len(classes)
+    assert per_class.report()["budget"] == "6 per class" and total.report()["budget"] == "40 in total"
+    if selection == "herding":  # the first experience's exemplars are its herding selection, with either budget
+        fresh = make_buffer("class-balanced", 60, selection="herding", per_class=6)
+        fresh.update(stream[0], model=model)
+        e = stream[0]
+        for c in e.classes:
+            xc = e.x_train[e.y_train == c]
+            assert torch.equal(fresh.stored().x[fresh.stored().y == c], xc[herding(model.features(e.transform(xc)).detach(), 6)])
+    with pytest.raises(ContinualError, match="mem_per_class=6 needs buffer=class-balanced"):
+        make_buffer("reservoir", 60, per_class=6)
+
+
+def test_replay_strategy_takes_mem_per_class():
+    r = run(RunConfig(strategy="replay", params={"buffer": "class-balanced", "mem_per_class": 7}, epochs=1, device="cpu"))
+    assert r.extra["replay"]["budget"] == "7 per class" and r.extra["replay"]["capacity"] == 70
+    assert r.extra["replay"]["per_group"] == {str(c): 7 for c in range(10)}  # filled after the last experience too
+
+
 # -------------------------------------------------------------------- state
 def roundtrip(state):
     f = io.BytesIO()
@@ -322,7 +354,7 @@ def test_replay_composes_with_another_sequential_strategy():
     toy = register(Strategy("toy-counter", "test only", defaults={}, make_plugins=lambda p, c: [Counter()]))
     try:
         both = get_strategy("replay+toy-counter")
-        assert set(both.defaults) == {"buffer", "selection", "mem", "replay_batch"}
+        assert set(both.defaults) == {"buffer", "selection", "mem", "mem_per_class", "replay_batch"}
         r = run(RunConfig(strategy="replay+toy-counter", epochs=1, device="cpu", params={"mem": 40, "replay_batch": 16}))
         assert r.extra["replay"]["capacity"] == 40 and r.extra["replay"]["memory_bytes"] == 40 * (64 + 16)
         assert r.extra["counter"]["max_batch"] == 32 + 16  # the other plugin sees the joined batch

@@ -186,10 +186,16 @@ def test_generated_command_lines_end_in_success_or_one_line(stubbed, data):
 
 
 # ------------------------------------------------------------------ RunConfig.resolve
+def test_list_settings_parse_or_name_the_bad_text():
+    assert RunConfig().override({"increments": "3,2", "classes": "0,1,2,3,4"}).increments == [3, 2]
+    with pytest.raises(ContinualError, match="^increments='3,x': expected whole numbers separated by commas, like 50,10,10$"):
+        RunConfig().override({"increments": "3,x"})
+
+
 def test_every_numeric_field_has_a_limit_and_the_message_quotes_it():
     assert set(LIMITS) == {"epochs", "batch_size", "eval_batch_size", "num_experiences", "lr", "momentum",
-                           "weight_decay", "seed"}
-    for key, bad in (("epochs", 0), ("batch_size", -1), ("eval_batch_size", 0), ("num_experiences", 0),
+                           "weight_decay", "seed", "lr_decay"}
+    for key, bad in (("lr_decay", 0.0), ("lr_decay", 1.5), ("epochs", 0), ("batch_size", -1), ("eval_batch_size", 0), ("num_experiences", 0),
                      ("lr", 0.0), ("lr", float("nan")), ("lr", 1e308), ("momentum", 1.0), ("momentum", -0.1),
                      ("weight_decay", -1.0), ("weight_decay", float("inf")), ("seed", -1), ("seed", SEED_MAX + 1)):
         with pytest.raises(ContinualError, match=f"^{key}=.* is out of range: expected {re.escape(str(LIMITS[key]))}$"):
@@ -207,6 +213,20 @@ def test_every_numeric_field_has_a_limit_and_the_message_quotes_it():
     ({"label": ""}, "label='' is empty"),
     ({"pretrained": ""}, "pretrained='' is empty"),
     ({"class_order": "0,1,2"}, "class_order=[0, 1, 2] is not accepted; expected 'random' or 'icarl' or a permutation of 0..9"),
+    ({"split": "B50-Inc10"}, "B50 Inc10 does not fit 10 classes"),
+    ({"split": "50/10"}, "split='50/10' is not accepted; expected B<first>-Inc<increment>"),
+    ({"increments": "3,3"}, r"increments=[3, 3] must be positive class counts summing to the 10 classes"),
+    ({"split": "B4-Inc2", "increments": "4,6"}, "give split='B4-Inc2' or increments=[4, 6], not both"),
+    ({"split": "B4-Inc2", "num_experiences": "5"}, r"num_experiences=5 does not match the cut into 4 experiences"),
+    ({"classes": "0,0,1"}, r"classes=[0, 0, 1] must be distinct labels of 'split-digits' in 0..9"),
+    ({"classes": "0,1,10"}, r"classes=[0, 1, 10] must be distinct labels"),
+    ({"benchmark": "permuted-digits", "increments": "5,5"}, "increments applies to split benchmarks only"),
+    ({"lr_schedule": "linear"}, "lr_schedule='linear' is not accepted; expected one of constant, step, cosine"),
+    ({"lr_schedule": "step"}, "lr_schedule='step' needs milestones"),
+    ({"lr_schedule": "step", "milestones": "0"}, r"milestones=[0] need lr_schedule='step' and must be epochs in 1..9"),
+    ({"milestones": "3"}, r"milestones=[3] need lr_schedule='step'"),
+    ({"classifier": "svm"}, "classifier='svm' is not accepted; expected one of linear, nme, both"),
+    ({"classifier": "nme", "scenario": "task"}, "classifier='nme' needs the class-incremental scenario"),
     ({"benchmark": "permuted-digits", "class_order": "random"}, "class_order applies to split benchmarks only"),
     ({"device": "meta"}, "device 'meta' is not supported (type 'meta'); expected auto, cpu, cuda or cuda:N"),
     ({"device": "cuda:x"}, "unknown device 'cuda:x'"),
