@@ -25,8 +25,7 @@ Choices, against the paper's code and G-U-N/PyCIL ``models/base.py`` (``_constru
   ``after_experience`` fills a class-balanced buffer); every class present in the buffer gets a
   fresh mean, and a class absent from it keeps its last mean. Without a buffer (strategies with
   no memory), the experience's training data: a class's mean is computed when its data is seen
-  and kept afterwards, so old classes' means go stale as the features drift (they are what
-  iCaRL's "NME with all training data" would be for the current classes only).
+  and kept afterwards, so old classes' means go stale as the features drift.
 - Classes without a mean never win. Before any mean exists, :meth:`predict` returns the model's
   own argmax, so a run can evaluate it from the start.
 - The means of classes of every experience live in one ``(C, D)`` tensor on the model's device,
