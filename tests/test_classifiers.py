@@ -17,7 +17,7 @@ from continual.classifiers import DEFAULTS, BiasCorrection, NearestMeanClassifie
 from continual.classifiers.bic import MILESTONES, MOMENTUM, correct
 from continual.data import Transform, synthetic
 from continual.errors import ContinualError
-from continual.models import MultiHeadClassifier
+from continual.models import HeadExpansion, IncrementalClassifier, MultiHeadClassifier, build_model
 from continual.replay import ER, ClassBalancedBuffer, ReservoirBuffer
 from continual.strategies import Context, get_strategy
 from continual.streams import Experience, split
@@ -35,50 +35,20 @@ def one_thread():
 
 
 # ------------------------------------------------------------------ helpers
-class StandInHead(nn.Module):
-    """A fixed-capacity linear head as ``IncrementalClassifier`` is being rewritten to be:
-    ``weight (capacity, D)``, ``bias (capacity,)``, ``num_classes`` rows in use, the rest -inf."""
-
-    def __init__(self, in_features: int, capacity: int, num_classes: int = 0) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(capacity, in_features))
-        self.bias = nn.Parameter(torch.randn(capacity))
-        self.register_buffer("active", torch.zeros(capacity, dtype=torch.bool))
-        self.num_classes = 0
-        self.grow(num_classes)
-
-    @property
-    def capacity(self) -> int:
-        return self.weight.shape[0]
-
-    def grow(self, num_classes: int) -> None:
-        self.num_classes = max(self.num_classes, num_classes)
-        self.active[: self.num_classes] = True
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias).masked_fill(~self.active, float("-inf"))  # (B, capacity)
-
-
 class Tiny(nn.Module):
-    """features: a linear layer with batch norm (its running statistics must not move in BiC's stage 2)."""
+    """features: a linear layer with batch norm (its running statistics must not move in BiC's
+    stage 2); the real fixed-capacity class-incremental head."""
 
     def __init__(self, in_features: int, capacity: int, *, width: int = 16, num_classes: int = 0) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU())
-        self.head = StandInHead(width, capacity, num_classes)
+        self.head = IncrementalClassifier(width, num_classes, capacity=capacity)
 
     def features(self, x):
         return self.body(x)
 
     def forward(self, x):
         return self.head(self.features(x))
-
-
-class Grow:
-    """Grows the stand-in head to cover each experience's classes (what HeadExpansion does for the real head)."""
-
-    def before_experience(self, model, experience):
-        model.head.grow(max(experience.classes) + 1)
 
 
 class Identity(nn.Module):
@@ -127,6 +97,8 @@ def wa_model(capacity=8, num_classes=5, scale_new=(3, 5), factor=4.0):
     model = Tiny(4, capacity, width=6, num_classes=num_classes)
     with torch.no_grad():
         model.head.weight[scale_new[0] : scale_new[1]] *= factor  # new classes' rows biased large
+        model.head.weight[num_classes:] = torch.randn(capacity - num_classes, 6)  # rows not in use: not zero, to see a change
+        model.head.bias[num_classes:] = torch.randn(capacity - num_classes)
     return model
 
 
@@ -268,9 +240,14 @@ def test_bic_validation_is_disjoint_from_the_replay_memory():
     model = Tiny(8, 6, num_classes=0)
     bic = BiasCorrection(val_per_class=10, epochs=3)
     er = ER(ClassBalancedBuffer(60, seed=0))
-    trainer = Trainer(model, lr=0.05, epochs=1, device="cpu", plugins=[Grow(), er, bic])
+    seen = []
+    probe = SimpleNamespace(after_experience=lambda m, e: seen.append(e))
+    trainer = Trainer(model, lr=0.05, epochs=1, device="cpu", plugins=[HeadExpansion(model), er, probe, bic])
     for e in s:
-        trainer.fit(bic.experience_data(e) or e)  # what the trainer's experience_data hook does
+        trainer.fit(e)  # the trainer asks bic.experience_data for the data to train on
+    assert [e.num_train for e in seen] == [e.num_train - 10 * len(e.classes) for e in s]  # what training and the buffer saw
+    for e in seen:
+        assert not same_rows(e.x_train, bic.val_x).any()
     stored = er.buffer.stored()
     assert len(stored.y) == 60
     assert not same_rows(stored.x, bic.val_x).any()
@@ -297,12 +274,12 @@ def run_bic(s, *, seed=0, epochs=20, snapshot=None):
     torch.manual_seed(seed)
     model = Tiny(8, 6, num_classes=0)
     bic = BiasCorrection(val_per_class=10, epochs=epochs, seed=seed)
-    plugins = [Grow()] + ([snapshot] if snapshot else []) + [bic]
+    plugins = [HeadExpansion(model)] + ([snapshot] if snapshot else []) + [bic]
     trainer = Trainer(model, lr=0.05, epochs=2, momentum=0.9, device="cpu", plugins=plugins, seed=seed)
     if snapshot:
         snapshot.trainer = trainer
     for e in s:
-        trainer.fit(bic.experience_data(e) or e)
+        trainer.fit(e)
     return model, bic, trainer
 
 
@@ -352,8 +329,7 @@ def test_bic_resumes_to_identical_outputs_and_continues_identically():
     model, bic, trainer = run_bic(s[:2])
     state = roundtrip(bic.state_dict())
     fresh_model = Tiny(8, 6)
-    fresh_model.head.grow(model.head.num_classes)
-    fresh_model.load_state_dict(model.state_dict())
+    fresh_model.load_state_dict(model.state_dict())  # the head's rows in use come with its state
     fresh = BiasCorrection(val_per_class=10, epochs=20, seed=99)
     fresh.load_state_dict(state, model=fresh_model)
     x = s[2].x_test
@@ -363,7 +339,9 @@ def test_bic_resumes_to_identical_outputs_and_continues_identically():
     assert fresh.report() == bic.report() and fresh.memory_bytes() == bic.memory_bytes()
     # the same next experience gives the same split and the same pair (the generator was restored)
     e = s[2]
-    model.head.grow(6), fresh_model.head.grow(6)
+    for m in (model, fresh_model):
+        torch.manual_seed(5)  # the rows coming into use are initialised from the global RNG
+        m.head.grow(6)
     ra, rb = bic.experience_data(e), fresh.experience_data(e)
     assert torch.equal(ra.x_train, rb.x_train) and torch.equal(bic.val_x, fresh.val_x)
     bic.after_experience(model, ra)
@@ -542,3 +520,80 @@ def test_the_package_imports_standalone():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------------ with the trainer and the real head
+class WeightsBefore:
+    """Records the head's weight and bias after training, before the plugins listed after it."""
+
+    def __init__(self):
+        self.weights = []
+
+    def after_experience(self, model, experience):
+        self.weights.append((model.head.weight.detach().clone(), model.head.bias.detach().clone(), model.head.num_classes))
+
+
+def test_replay_wa_with_the_trainer_and_the_incremental_head():
+    s = stream(3)
+    torch.manual_seed(0)
+    model = build_model("mlp", (8,), 0, head="incremental", capacity=8, hidden=(16,))  # two rows never in use
+    before, wa = WeightsBefore(), WeightAligning()
+    trainer = Trainer(model, lr=0.1, epochs=2, device="cpu", seed=0,
+                      plugins=[HeadExpansion(model), ER(ReservoirBuffer(40, seed=0)), before, wa])
+    for i, e in enumerate(s):
+        trainer.fit(e)
+        w_before, b_before, n = before.weights[-1]
+        w = model.head.weight.detach()
+        assert torch.equal(w[n:], w_before[n:]) and torch.equal(model.head.bias.detach(), b_before)
+        if i == 0:
+            assert torch.equal(w, w_before) and wa.gammas == [None]
+            continue
+        new = list(e.classes)
+        assert torch.equal(w[: new[0]], w_before[: new[0]])
+        assert w[new].norm(dim=1).mean().item() == pytest.approx(w[: new[0]].norm(dim=1).mean().item(), rel=1e-6)
+    assert len(wa.report()["gamma"]) == 3 and all(g > 0 for g in wa.report()["gamma"][1:])
+
+
+def test_nme_is_evaluated_by_the_trainer_beside_the_linear_head():
+    s = stream(3)
+    torch.manual_seed(0)
+    model = build_model("mlp", (8,), 0, head="incremental", capacity=6, hidden=(16,))
+    er = ER(ClassBalancedBuffer(60, seed=0))
+    nme = NearestMeanClassifier(buffer=er.buffer)
+    trainer = Trainer(model, lr=0.1, epochs=2, device="cpu", seed=0, classifier="nme", plugins=[HeadExpansion(model), er, nme])
+    acc = trainer.run(s)
+    assert set(trainer.matrices) == {"linear"}
+    last = []
+    model.eval()
+    for e in s:
+        pred = nme.predict(model, e.transform(e.x_test), e.t_test)
+        last.append((pred == e.y_test).double().mean().item())
+    assert acc.values[-1].tolist() == pytest.approx(last)
+    assert min(acc.values[-1]) > 0.5  # blobs: the nearest mean of exemplars classifies every experience's classes
+    assert nme.report() == {"classes_with_mean": 6, "source": "exemplars"}
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["wa", "bic", "replay+bic", "bic+lwf"])
+def test_runs_resume_to_the_uninterrupted_matrix(name, tmp_path):
+    import continual.classifiers  # noqa: F401  (registers wa and bic)
+    import continual.replay  # noqa: F401
+    from continual import RunConfig, run
+
+    cfg = RunConfig(strategy=name, epochs=1, num_experiences=4, device="cpu", seed=1, params={"bic_epochs": 30} if "bic" in name else {})
+    whole = run(cfg)
+
+    def crash(event, info):
+        if event == "experience_start" and info["index"] == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(cfg, callbacks=[crash], checkpoint_dir=tmp_path)
+    resumed = run(cfg, checkpoint_dir=tmp_path)
+    assert resumed.extra.get("resumed") is True
+    assert resumed.acc_matrix == whole.acc_matrix
+    plugin = name.split("+")[0] if name != "replay+bic" else "bic"
+    assert resumed.extra[plugin] == whole.extra[plugin]

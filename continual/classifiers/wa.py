@@ -23,7 +23,9 @@ called from ``models/wa.py``):
   ``README.md`` lists it as missing). PyCIL's ``models/wa.py`` does not clip, and this plugin does not
   by default; ``clip=True`` clamps the head's weight (not its bias) to ``>= 0`` after every step.
 - WA's first phase (training with knowledge distillation, PyCIL's ``loss_clf + 2 * loss_kd``, T=2)
-  is not part of this plugin: combine it with replay or LwF (``replay+wa``, ``lwf+wa``).
+  is not part of this plugin: combine it with replay or LwF (``replay+wa``, ``wa+lwf``). List
+  ``wa`` before ``lwf``: PyCIL's ``after_task`` aligns the weights, then copies the network as the
+  next teacher.
 """
 
 from __future__ import annotations
