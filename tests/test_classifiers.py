@@ -597,3 +597,23 @@ def test_runs_resume_to_the_uninterrupted_matrix(name, tmp_path):
     assert resumed.acc_matrix == whole.acc_matrix
     plugin = name.split("+")[0] if name != "replay+bic" else "bic"
     assert resumed.extra[plugin] == whole.extra[plugin]
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_split_is_the_cpus_and_every_plugin_runs_on_the_device():
+    s_cpu, s_gpu = stream(2), stream(2).to("cuda")
+    held = []
+    for s in (s_cpu, s_gpu):
+        bic = BiasCorrection(val_per_class=10, seed=2)
+        bic.experience_data(s[0])
+        held.append(bic.val_x.cpu())
+    assert torch.equal(held[0], held[1])  # the generator lives on the CPU
+    torch.manual_seed(0)
+    model = build_model("mlp", (8,), 0, head="incremental", capacity=6, hidden=(16,))
+    er = ER(ClassBalancedBuffer(40, device="cuda", seed=0))
+    nme, bic, wa = NearestMeanClassifier(buffer=er.buffer), BiasCorrection(val_per_class=10, epochs=5), WeightAligning()
+    trainer = Trainer(model, lr=0.1, epochs=1, device="cuda", classifier="nme", plugins=[HeadExpansion(model), er, bic, wa, nme])
+    acc = trainer.run(s_gpu)
+    assert nme.means.device.type == "cuda" and bic.val_x.device.type == "cuda"
+    assert bic.report()["val_samples_per_class"] == [0, 10] and wa.gammas[1] is not None
+    assert acc.values[-1].min() >= 0
