@@ -40,12 +40,12 @@ def tensor_bytes(obj: object) -> int:
     >>> tensor_bytes({"w": torch.zeros(3, 4), "b": torch.zeros(4, dtype=torch.float64), "n": 7})
     80
     """
-    seen: set[tuple[int, int, tuple[int, ...], torch.dtype]] = set()
+    seen: set[tuple[str, int, tuple[int, ...], torch.dtype]] = set()
 
     def walk(value: object) -> int:
         if isinstance(value, Tensor):
-            key = (value.data_ptr(), value.numel(), tuple(value.shape), value.dtype)
-            if value.numel() and key in seen:
+            key = (str(value.device), value.data_ptr(), tuple(value.shape), value.dtype)
+            if value.data_ptr() and key in seen:  # no storage (meta, empty): never taken as a repeat
                 return 0
             seen.add(key)
             return value.numel() * value.element_size()
@@ -89,7 +89,11 @@ def memory_ledger(model: nn.Module, plugins: Iterable[object] = ()) -> dict[str,
     Returns:
         ``{"model_parameters": int, "model_buffers": int, "exemplars": int, "num_exemplars": int,
         "plugins": {name: int}, "total": int}``, JSON-able; ``total`` is the sum of the parts.
-        ``num_exemplars`` is the number of samples stored in the buffers.
+        ``num_exemplars`` is the number of samples stored in the buffers. Plugins are named by
+        their ``name`` (else their class name), repeats numbered ``name#2``...
+
+    The fallback calls ``state_dict()``, which may copy (a replay buffer's state clones its
+    storage); each copy is measured and dropped before the next.
 
     Example:
         >>> ledger = memory_ledger(nn.Linear(3, 2))

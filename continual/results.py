@@ -179,7 +179,9 @@ def _check_optional(obj: dict, T: int, source: str) -> None:
 def classifier_record(matrix: AccuracyMatrix, test_sizes: list[int] | None = None) -> dict[str, object]:
     """One entry of :attr:`Result.classifiers`: the matrix, its random-init row (NaN where the
     classifier has none) and its metrics (:func:`continual.metrics.summary`, sample-weighted
-    with ``test_sizes``)."""
+    with ``test_sizes``). ``matrix`` may also be a square array (no random-init row)."""
+    if not isinstance(matrix, AccuracyMatrix):
+        matrix = AccuracyMatrix.from_rows(matrix)
     T = matrix.num_experiences
     init = matrix.random_init
     return {

@@ -252,3 +252,14 @@ def test_run_records_extra_classifiers(tmp_path):
     assert all(math.isnan(v) for v in nme["random_init"]) and "forward_transfer" not in nme["metrics"]
     assert nme["metrics"]["last_accuracy"] == pytest.approx(r.metrics["last_accuracy"] / 2)
     assert [row["strategy"] for row in summarize([back])] == ["finetune (linear)", "finetune (nme)"]
+
+
+def test_classifier_record():
+    from continual.results import classifier_record
+
+    rec = classifier_record(M.AccuracyMatrix.from_rows(NME, [0.1] * 3), N3)
+    assert rec["acc_matrix"] == NME and rec["random_init"] == [0.1] * 3
+    assert rec["metrics"] == M.summary(NME, [0.1] * 3, test_sizes=N3)
+    bare = classifier_record(NME)  # an array: no random-init row, no test sizes
+    assert all(math.isnan(v) for v in bare["random_init"]) and bare["metrics"] == M.summary(NME)
+    json.dumps(rec)
