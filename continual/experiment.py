@@ -593,8 +593,21 @@ def run(
     timings["wall"] = wall_before + time.perf_counter() - wall0
     if resume is not None:
         extra["resumed"] = True
+    from .ledger import memory_ledger, provenance
+    from .metrics import summary
+    from .results import classifier_record
+
+    test_sizes = [e.num_test for e in stream]
+    main = str(getattr(cfg, "classifier", None) or "linear")
+    main = "linear" if main == "both" else main  # the classifier of acc; trainer.matrices holds the others
+    classifiers = {str(name): classifier_record(m, test_sizes)
+                   for name, m in (getattr(trainer, "matrices", None) or {}).items() if m is not acc and name != main}
+    extra["memory"] = memory_ledger(model, plugins)
+    env = environment(device)
     return Result(
         config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),
-        metrics=acc.summary(), timings=timings, penalties=trainer.penalties, extra=extra,
-        environment=environment(device), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        metrics=summary(acc.values, acc.random_init, test_sizes=test_sizes), timings=timings,
+        penalties=trainer.penalties, extra=extra, environment=env,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), test_sizes=test_sizes,
+        classifiers=classifiers, provenance=provenance(cfg.to_dict(), stream, env),
     )

@@ -8,12 +8,26 @@ References:
     Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (GEM): ACC, BWT, FWT.
     Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning" (RWalk): average accuracy
         after k experiences, forgetting (max minus last), intransigence.
-    Rebuffi et al. 2017, "iCaRL": average incremental accuracy.
+    Rebuffi et al. 2017, "iCaRL": average incremental accuracy (the mean over steps of the accuracy
+        on all test samples of the classes seen so far).
+    PyCIL (Zhou et al., TPAMI 2024, arXiv:2302.03648), G-U-N/PyCIL: ``models/base.py``
+        ``BaseLearner._evaluate`` takes ``top1`` as the accuracy over every test sample of the
+        classes seen so far, ``utils/toolkit.py`` ``accuracy`` also splits it into ``old`` (labels
+        below the classes known before the step) and ``new``; ``trainer.py`` logs "Average
+        Accuracy (CNN)/(NME)" as the mean of the ``top1`` curve, and the last entry is the last
+        accuracy. FACIL computes its task-agnostic accuracy over the same samples.
 
 Conventions:
     - BWT divides by T-1, as GEM's formula does (GEM's official code divides by T).
     - Forgetting defaults to max-minus-last (RWalk, A-GEM, Mammoth, FACIL, PyCIL);
       ``mode="first"`` gives first-minus-last, ``R[j][j] - R[T-1][j]`` (Avalanche).
+    - Two averages over steps. Without test sizes, :func:`average_incremental_accuracy` is the
+      mean of A_k (each experience weighs the same). With ``test_sizes`` (n_j, the number of test
+      samples of experience j) it is the class-incremental papers' figure: the mean over steps
+      of the sample-weighted seen accuracy ``sum_{j<=k} n_j R[k][j] / sum_{j<=k} n_j``
+      (:func:`seen_accuracy_curve`), i.e. the accuracy over all test samples seen so far. The two
+      agree when every experience has as many test samples; they differ on uneven splits
+      (B50 Inc10: the first experience holds half the test set).
 """
 
 from __future__ import annotations
@@ -69,13 +83,84 @@ def accuracy_curve(R: ArrayLike) -> np.ndarray:
     return np.array([R[k, : k + 1].mean() for k in range(R.shape[0])])
 
 
-def average_incremental_accuracy(R: ArrayLike) -> float:
-    """Mean over k of A_k (Rebuffi et al. 2017, iCaRL).
+def _sizes(test_sizes: Sequence[int], T: int) -> np.ndarray:
+    n = np.asarray(test_sizes, dtype=float)
+    if n.shape != (T,):
+        raise ContinualError(f"test_sizes must have one entry per experience ({T}); got shape {n.shape}")
+    if not np.all(np.isfinite(n)) or np.any(n < 0) or np.any(n != np.round(n)):
+        raise ContinualError(f"test_sizes must be counts of test samples (integers >= 0); got {list(test_sizes)}")
+    return n
+
+
+def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
+    """``sum(w v) / sum(w)``, NaN when the weights sum to 0 (no test sample)."""
+    total = weights.sum()
+    return float((weights * values).sum() / total) if total > 0 else math.nan
+
+
+def seen_accuracy_curve(R: ArrayLike, test_sizes: Sequence[int]) -> np.ndarray:
+    """The class-incremental accuracy curve: after each step k, the accuracy over all test
+    samples of the experiences seen so far, ``sum_{j<=k} n_j R[k][j] / sum_{j<=k} n_j``
+    (iCaRL's and PyCIL's ``top1`` curve, see the module docstring).
+
+    ``test_sizes[j]`` (n_j) is the number of test samples of experience j. With equal sizes this
+    is :func:`accuracy_curve`. An entry is NaN where no test sample has been seen yet.
+
+    >>> seen_accuracy_curve([[0.9, 0.1], [0.5, 0.8]], [300, 100]).round(6).tolist()
+    [0.9, 0.575]
+    """
+    R = _square(R)
+    n = _sizes(test_sizes, R.shape[0])
+    return np.array([_weighted(R[k, : k + 1], n[: k + 1]) for k in range(R.shape[0])])
+
+
+def average_incremental_accuracy(R: ArrayLike, test_sizes: Sequence[int] | None = None) -> float:
+    """Average incremental accuracy (Rebuffi et al. 2017, iCaRL): the mean over steps k of the
+    accuracy on what has been seen.
+
+    With ``test_sizes``: the mean of :func:`seen_accuracy_curve`, sample-weighted, as the
+    class-incremental papers report it (PyCIL's "Average Accuracy"). Without: the mean of A_k
+    (:func:`accuracy_curve`, every experience weighing the same). The two agree when every
+    experience has as many test samples.
 
     >>> round(average_incremental_accuracy([[0.9, 0.1], [0.5, 0.8]]), 6)
     0.775
+    >>> round(average_incremental_accuracy([[0.9, 0.1], [0.5, 0.8]], [300, 100]), 6)
+    0.7375
     """
-    return float(accuracy_curve(R).mean())
+    if test_sizes is None:
+        return float(accuracy_curve(R).mean())
+    curve = seen_accuracy_curve(R, test_sizes)
+    seen = curve[~np.isnan(curve)]  # steps before any test sample was seen do not count
+    return float(seen.mean()) if seen.size else math.nan
+
+
+def last_accuracy(R: ArrayLike, test_sizes: Sequence[int]) -> float:
+    """The accuracy over every test sample after the last step: the last entry of
+    :func:`seen_accuracy_curve` (PyCIL's "last accuracy", A_B). With equal sizes it equals
+    :func:`final_average_accuracy`.
+
+    >>> round(last_accuracy([[0.9, 0.1], [0.5, 0.8]], [300, 100]), 6)
+    0.575
+    """
+    return float(seen_accuracy_curve(R, test_sizes)[-1])
+
+
+def old_new_accuracy(R: ArrayLike, test_sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy on old and on new classes after each step k (PyCIL ``utils/toolkit.py``
+    ``accuracy``: ``old`` and ``new``).
+
+    ``old[k] = sum_{j<k} n_j R[k][j] / sum_{j<k} n_j`` over the experiences learned before step k
+    (sample-weighted; NaN at step 0, where nothing is old); ``new[k] = R[k][k]``.
+
+    >>> old, new = old_new_accuracy([[0.9, 0.1, 0.0], [0.6, 0.8, 0.1], [0.3, 0.5, 0.9]], [100, 300, 100])
+    >>> old.round(6).tolist(), new.tolist()
+    ([nan, 0.6, 0.45], [0.9, 0.8, 0.9])
+    """
+    R = _square(R)
+    n = _sizes(test_sizes, R.shape[0])
+    old = np.array([_weighted(R[k, :k], n[:k]) if k else math.nan for k in range(R.shape[0])])
+    return old, np.diag(R).copy()
 
 
 def learning_accuracy(R: ArrayLike) -> np.ndarray:
@@ -165,15 +250,33 @@ def intransigence(R: ArrayLike, joint: Sequence[float]) -> np.ndarray:
     return joint - diag
 
 
-def summary(R: ArrayLike, b: Sequence[float] | None = None) -> dict[str, float]:
-    """The headline metrics of one run, as plain floats (what results files store)."""
+def summary(R: ArrayLike, b: Sequence[float] | None = None, *, test_sizes: Sequence[int] | None = None) -> dict[str, float]:
+    """The headline metrics of one run, as plain floats (what results files store).
+
+    Always: ``final_average_accuracy``, ``average_incremental_accuracy``, ``average_forgetting``
+    (max-minus-last), ``average_forgetting_first``, ``backward_transfer``; ``forward_transfer``
+    with ``b``. With ``test_sizes``, ``average_incremental_accuracy`` is the sample-weighted one
+    of the class-incremental papers, the mean of A_k moves to
+    ``average_incremental_accuracy_unweighted``, and ``last_accuracy``, ``last_old_accuracy``
+    and ``last_new_accuracy`` (:func:`old_new_accuracy` after the last step) are added.
+
+    >>> s = summary([[0.9, 0.1], [0.5, 0.8]], test_sizes=[300, 100])
+    >>> round(s["average_incremental_accuracy"], 4), round(s["average_incremental_accuracy_unweighted"], 4)
+    (0.7375, 0.775)
+    """
     out = {
         "final_average_accuracy": final_average_accuracy(R),
-        "average_incremental_accuracy": average_incremental_accuracy(R),
+        "average_incremental_accuracy": average_incremental_accuracy(R, test_sizes),
         "average_forgetting": average_forgetting(R),
         "average_forgetting_first": average_forgetting(R, mode="first"),
         "backward_transfer": backward_transfer(R),
     }
+    if test_sizes is not None:
+        old, new = old_new_accuracy(R, test_sizes)
+        out["average_incremental_accuracy_unweighted"] = average_incremental_accuracy(R)
+        out["last_accuracy"] = last_accuracy(R, test_sizes)
+        out["last_old_accuracy"] = float(old[-1])
+        out["last_new_accuracy"] = float(new[-1])
     if b is not None:
         out["forward_transfer"] = forward_transfer(R, b)
     return out
@@ -222,7 +325,9 @@ class AccuracyMatrix:
     """A T x T accuracy matrix filled row by row as training proceeds, plus the random-init row.
 
     ``acc_matrix[i, j]`` is the accuracy on experience j after training on experience i; rows not
-    yet trained are NaN. Metric methods need the full matrix.
+    yet trained are NaN. Metric methods need the full matrix. ``test_sizes`` (optional, the number
+    of test samples of each experience) enables the sample-weighted class-incremental metrics
+    (:func:`seen_accuracy_curve`, :func:`last_accuracy`...) and puts them in :meth:`summary`.
 
     Example:
         >>> m = AccuracyMatrix(2)
@@ -231,14 +336,18 @@ class AccuracyMatrix:
         (0.65, True)
     """
 
-    def __init__(self, num_experiences: int) -> None:
+    def __init__(self, num_experiences: int, *, test_sizes: Sequence[int] | None = None) -> None:
         self.values = np.full((num_experiences, num_experiences), np.nan)
         self.random_init: np.ndarray | None = None
+        self.test_sizes: list[int] | None = None
+        if test_sizes is not None:
+            self.set_test_sizes(test_sizes)
 
     @classmethod
-    def from_rows(cls, rows: ArrayLike, random_init: Sequence[float] | None = None) -> AccuracyMatrix:
+    def from_rows(cls, rows: ArrayLike, random_init: Sequence[float] | None = None, *,
+                  test_sizes: Sequence[int] | None = None) -> AccuracyMatrix:
         R = _square(rows)
-        m = cls(R.shape[0])
+        m = cls(R.shape[0], test_sizes=test_sizes)
         m.values[:] = R
         if random_init is not None:
             m.set_random_init(random_init)
@@ -257,6 +366,15 @@ class AccuracyMatrix:
 
     def set_random_init(self, accuracies: Sequence[float]) -> None:
         self.random_init = np.asarray(accuracies, dtype=float)
+
+    def set_test_sizes(self, test_sizes: Sequence[int]) -> None:
+        """Record the number of test samples of each experience (checked: one count each)."""
+        self.test_sizes = [int(v) for v in _sizes(test_sizes, self.num_experiences)]
+
+    def _need_sizes(self) -> list[int]:
+        if self.test_sizes is None:
+            raise ContinualError("this metric needs the test sizes of the experiences; none were recorded (set_test_sizes)")
+        return self.test_sizes
 
     def __getitem__(self, idx):
         return self.values[idx]
@@ -278,8 +396,21 @@ class AccuracyMatrix:
             raise ContinualError("forward transfer needs the random-init accuracies; none were recorded")
         return forward_transfer(self.values, self.random_init)
 
+    def average_incremental_accuracy(self) -> float:
+        """Sample-weighted when the test sizes are known, else the mean of A_k."""
+        return average_incremental_accuracy(self.values, self.test_sizes)
+
+    def seen_accuracy_curve(self) -> np.ndarray:
+        return seen_accuracy_curve(self.values, self._need_sizes())
+
+    def last_accuracy(self) -> float:
+        return last_accuracy(self.values, self._need_sizes())
+
+    def old_new_accuracy(self) -> tuple[np.ndarray, np.ndarray]:
+        return old_new_accuracy(self.values, self._need_sizes())
+
     def summary(self) -> dict[str, float]:
-        return summary(self.values, self.random_init)
+        return summary(self.values, self.random_init, test_sizes=self.test_sizes)
 
     def __repr__(self) -> str:
         return f"AccuracyMatrix({np.array2string(self.values, precision=3)})"

@@ -1,4 +1,5 @@
-"""Figures from results: accuracy-over-tasks curves, per-experience curves, accuracy-matrix heatmaps.
+"""Figures from results: accuracy-over-tasks curves, per-experience curves, accuracy-matrix heatmaps,
+and the class-incremental curve (accuracy over all test samples seen, sample-weighted).
 
 Every function draws into the ``ax`` it is given (or a new figure's) and returns the figure; none
 calls ``plt.show()``. Curves over seeds show the mean and a band: by default the 95% confidence
@@ -18,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import ContinualError  # noqa: E402
-from .metrics import accuracy_curve, t_quantile_975  # noqa: E402
-from .results import Result, group_results  # noqa: E402
+from .metrics import accuracy_curve, seen_accuracy_curve, t_quantile_975  # noqa: E402
+from .results import Result, classifier_views, group_results  # noqa: E402
 
 BANDS = ("ci", "std", "none")
 
@@ -63,13 +64,43 @@ def plot_accuracy_curves(results: Sequence[Result], *, ax=None, band: str = "ci"
     """
     if not results:
         raise ContinualError("no results to plot")
+    return _plot_curves(results, lambda r: accuracy_curve(r.acc_matrix), "average accuracy on experiences seen (%)",
+                        ax=ax, band=band, title=title)
+
+
+def plot_seen_accuracy_curves(results: Sequence[Result], *, ax=None, band: str = "ci", title: str | None = None):
+    """The class-incremental curve: after each experience, the accuracy over all test samples of
+    the experiences seen so far (sample-weighted, :func:`continual.metrics.seen_accuracy_curve`),
+    one line per strategy (label), mean over seeds with a band. It equals
+    :func:`plot_accuracy_curves` when every experience has as many test samples.
+
+    Results without recorded test sizes (files written before they were) are left out.
+
+    Args:
+        results: results of one benchmark and scenario (several strategies and seeds).
+        ax: a matplotlib Axes to draw into (default: a new figure).
+        band: ``"ci"`` (95% t interval of the mean), ``"std"`` or ``"none"``.
+        title: the axes title (default: benchmark and scenario).
+
+    Raises:
+        ContinualError: when no result has test sizes.
+    """
+    sized = [r for r in results if r.test_sizes]
+    if not sized:
+        raise ContinualError("no results with test sizes to plot (results written before they were recorded)")
+    return _plot_curves(sized, lambda r: seen_accuracy_curve(r.acc_matrix, r.test_sizes),
+                        "accuracy on all test samples seen (%)", ax=ax, band=band, title=title)
+
+
+def _plot_curves(results: Sequence[Result], curve, ylabel: str, *, ax, band: str, title: str | None):
+    """One line per label of ``curve(result)`` (a length-T array) against experiences trained."""
     groups = group_results(results)
     fig, ax = _axes(ax, size=(9, 4.5))
     colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
     markers = "osD^v<>ph*"
     seeds = sorted({len(g) for g in groups.values()})
     for k, ((bench, scenario, label), group) in enumerate(groups.items()):
-        curves = np.stack([accuracy_curve(r.acc_matrix) for r in group])  # (seeds, T)
+        curves = np.stack([curve(r) for r in group])  # (seeds, T)
         mean, half = _mean_band(curves, band)
         x = np.arange(1, len(mean) + 1)
         color = colors[k % len(colors)]
@@ -81,7 +112,7 @@ def plot_accuracy_curves(results: Sequence[Result], *, ax=None, band: str = "ci"
     n = seeds[0] if len(seeds) == 1 else max(seeds)
     ax.set_title(title or f"{first.benchmark} ({first.scenario}-incremental), {_band_label(n, band)}")
     ax.set_xlabel("experiences trained")
-    ax.set_ylabel("average accuracy on experiences seen (%)")
+    ax.set_ylabel(ylabel)
     ax.set_xticks(np.arange(1, len(first.acc_matrix) + 1))
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -142,9 +173,12 @@ def _slug(text: str) -> str:
 def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = "ci") -> list[Path]:
     """Write the standard figures for ``results`` into ``out_dir`` and return their paths.
 
-    Per benchmark and scenario: ``curves_<benchmark>_<scenario>.png`` (every strategy); per
-    strategy: ``experiences_...png`` and ``matrix_...png`` (mean over seeds). Each file is written
-    atomically with the umask's mode (:func:`continual.files.atomic_write_bytes`).
+    Per benchmark and scenario: ``curves_<benchmark>_<scenario>.png`` (every strategy) and, when
+    results recorded their test sizes, ``seen_<benchmark>_<scenario>.png`` (the class-incremental
+    curve, :func:`plot_seen_accuracy_curves`); per strategy: ``experiences_...png`` and
+    ``matrix_...png`` (mean over seeds). A result with extra evaluation classifiers is drawn as
+    one strategy per classifier (``"replay (nme)"``, :func:`continual.results.classifier_views`).
+    Each file is written atomically with the umask's mode (:func:`continual.files.atomic_write_bytes`).
 
     Raises:
         ContinualError: ``out_dir`` (checked before any figure is drawn) or a figure cannot be
@@ -155,11 +189,13 @@ def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = 
     out = check_writable(out_dir)  # a folder it cannot write is one line before any figure is drawn
     written = []
     by_setting: dict[tuple[str, str], list[Result]] = {}
-    for r in results:
+    for r in classifier_views(results):
         by_setting.setdefault((r.benchmark, r.scenario), []).append(r)
     for (bench, scenario), group in sorted(by_setting.items()):
         fig = plot_accuracy_curves(group, band=band)
         written.append(_save(fig, out / f"curves_{_slug(bench)}_{scenario}.png"))
+        if any(r.test_sizes for r in group):
+            written.append(_save(plot_seen_accuracy_curves(group, band=band), out / f"seen_{_slug(bench)}_{scenario}.png"))
         for (_, _, label), runs in group_results(group).items():
             stem = f"{_slug(bench)}_{scenario}_{_slug(label)}"
             written.append(_save(plot_per_experience(runs, band=band), out / f"experiences_{stem}.png"))

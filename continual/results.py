@@ -8,8 +8,28 @@ One file per run. Schema (version 1)::
      "metrics": {"final_average_accuracy": ..., ...},
      "timings": {"train": [...], "eval": [...], "plugins": [...], "total_train": ..., "wall": ...},
      "penalties": {"EWC": [...mean penalty per experience...]},
-     "extra": {...method-specific records, e.g. head sizes...},
-     "environment": {"torch": "2.x", "device": "cpu", ...}, "created": "ISO time"}
+     "extra": {...method-specific records, e.g. head sizes...,
+               "memory": {...bytes held, see continual.ledger.memory_ledger...}},
+     "environment": {"torch": "2.x", "device": "cpu", ...}, "created": "ISO time",
+     "test_sizes": [...T ints: test samples of each experience...],
+     "classifiers": {"nme": {"acc_matrix": [[...]], "random_init": [...], "metrics": {...}}},
+     "provenance": {...what a reader needs to compare numbers, see continual.ledger.provenance...}}
+
+The last three keys (added within version 1) are optional: files written before them load, with
+``test_sizes == []`` (unknown: the sample-weighted class-incremental metrics are then not
+computed), no extra classifiers and an empty provenance.
+
+- ``test_sizes``: the number of test samples of each experience; with them ``metrics`` holds the
+  class-incremental papers' sample-weighted ``average_incremental_accuracy`` and
+  ``last_accuracy`` (see :func:`continual.metrics.summary`).
+- ``classifiers``: accuracy matrices of evaluation classifiers other than the main one (the main
+  one is the configuration's ``classifier``, ``"linear"`` for ``"both"``), by name, each with
+  its random-init row (NaN where not defined) and its metrics. Tables and plots show each as its
+  own row or line, labelled ``"<label> (<classifier>)"`` (:func:`classifier_views`).
+- ``extra["memory"]``: the memory ledger (bytes of model parameters, model buffers, exemplars and
+  each plugin's state, and their total).
+- ``provenance``: augmentation, batch size, epochs, optimiser and learning-rate schedule, class
+  order and the seed it was drawn with, run seed, head, classifier, memory policy, versions.
 """
 
 from __future__ import annotations
@@ -18,14 +38,14 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ContinualError
 from .files import atomic_torch_save, atomic_write_text  # noqa: F401 (also importable from here, as before)
-from .metrics import AccuracyMatrix
+from .metrics import AccuracyMatrix, average_incremental_accuracy, last_accuracy, summary
 
 SCHEMA = "continual.result"
 VERSION = 1
@@ -45,6 +65,9 @@ class Result:
     extra: dict[str, object] = field(default_factory=dict)
     environment: dict[str, object] = field(default_factory=dict)
     created: str = ""
+    test_sizes: list[int] = field(default_factory=list)
+    classifiers: dict[str, dict] = field(default_factory=dict)
+    provenance: dict[str, object] = field(default_factory=dict)
 
     @property
     def strategy(self) -> str:
@@ -63,8 +86,15 @@ class Result:
     def scenario(self) -> str:
         return str(self.config.get("scenario", "?"))
 
+    @property
+    def classifier(self) -> str:
+        """The main matrix's evaluation classifier: the config's ``classifier`` (``"linear"`` when
+        absent, and for ``"both"``, whose other classifiers are in :attr:`classifiers`)."""
+        name = str(self.config.get("classifier") or "linear")
+        return "linear" if name == "both" else name
+
     def matrix(self) -> AccuracyMatrix:
-        return AccuracyMatrix.from_rows(self.acc_matrix, self.random_init)
+        return AccuracyMatrix.from_rows(self.acc_matrix, self.random_init, test_sizes=self.test_sizes or None)
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "version": VERSION, **asdict(self)}
@@ -100,20 +130,87 @@ def result_from_dict(obj: object, source: str = "result") -> Result:
             raise ContinualError(f"{source}: missing key {key!r}")
         if not isinstance(obj[key], kind):
             raise ContinualError(f"{source}: {key!r} must be a {kind.__name__}, got {type(obj[key]).__name__}")
-    R = obj["acc_matrix"]
-    T = len(R)
-    if T == 0 or any(not isinstance(row, list) or len(row) != T for row in R):
-        raise ContinualError(f"{source}: 'acc_matrix' must be a non-empty square list of lists")
-    try:
-        values = [float(v) for row in R for v in row] + [float(v) for v in obj["random_init"]]
-    except (TypeError, ValueError):
-        raise ContinualError(f"{source}: 'acc_matrix' and 'random_init' must hold numbers") from None
-    if len(obj["random_init"]) != T:
-        raise ContinualError(f"{source}: 'random_init' has {len(obj['random_init'])} entries for {T} experiences")
-    if any(not (0.0 <= v <= 1.0) for v in values if not math.isnan(v)):
-        raise ContinualError(f"{source}: accuracies must lie in [0, 1]")
+    T = _check_matrix(obj["acc_matrix"], obj["random_init"], source, "")
+    _check_optional(obj, T, source)
     fields = {k: obj[k] for k in Result.__dataclass_fields__ if k in obj}
     return Result(**fields)
+
+
+def _check_matrix(R: list, init: object, source: str, where: str, T: int | None = None) -> int:
+    """Check a square accuracy matrix and its random-init row; return T. ``where`` prefixes the key names."""
+    T = len(R) if T is None else T
+    if len(R) == 0 or len(R) != T or any(not isinstance(row, list) or len(row) != T for row in R):
+        shape = "a non-empty square list of lists" if where == "" else f"a {T} x {T} list of lists"
+        raise ContinualError(f"{source}: '{where}acc_matrix' must be {shape}")
+    if not isinstance(init, list):
+        raise ContinualError(f"{source}: '{where}random_init' must be a list, got {type(init).__name__}")
+    try:
+        values = [float(v) for row in R for v in row] + [float(v) for v in init]
+    except (TypeError, ValueError):
+        raise ContinualError(f"{source}: '{where}acc_matrix' and '{where}random_init' must hold numbers") from None
+    if len(init) != T:
+        raise ContinualError(f"{source}: '{where}random_init' has {len(init)} entries for {T} experiences")
+    if any(not (0.0 <= v <= 1.0) for v in values if not math.isnan(v)):
+        raise ContinualError(f"{source}: accuracies must lie in [0, 1]" + (f" (in '{where[:-1]}')" if where else ""))
+    return T
+
+
+def _check_optional(obj: dict, T: int, source: str) -> None:
+    """The keys added within version 1 (absent from older files): ``test_sizes``, ``classifiers``, ``provenance``."""
+    sizes = obj.get("test_sizes", [])
+    if not isinstance(sizes, list) or (sizes and (len(sizes) != T or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in sizes))):
+        raise ContinualError(f"{source}: 'test_sizes' must be a list of {T} counts (integers >= 0), or empty; got {sizes!r:.80}")
+    classifiers = obj.get("classifiers", {})
+    if not isinstance(classifiers, dict):
+        raise ContinualError(f"{source}: 'classifiers' must be an object, got {type(classifiers).__name__}")
+    for name, entry in classifiers.items():
+        where = f"classifiers.{name}."
+        if not name or not isinstance(entry, dict):
+            raise ContinualError(f"{source}: 'classifiers' must map names to objects; {name!r} does not")
+        for key, kind in (("acc_matrix", list), ("random_init", list), ("metrics", dict)):
+            if not isinstance(entry.get(key), kind):
+                raise ContinualError(f"{source}: '{where}{key}' must be a {kind.__name__}")
+        _check_matrix(entry["acc_matrix"], entry["random_init"], source, where, T)
+    if not isinstance(obj.get("provenance", {}), dict):
+        raise ContinualError(f"{source}: 'provenance' must be an object, got {type(obj['provenance']).__name__}")
+
+
+def classifier_record(matrix: AccuracyMatrix, test_sizes: list[int] | None = None) -> dict[str, object]:
+    """One entry of :attr:`Result.classifiers`: the matrix, its random-init row (NaN where the
+    classifier has none) and its metrics (:func:`continual.metrics.summary`, sample-weighted
+    with ``test_sizes``). ``matrix`` may also be a square array (no random-init row)."""
+    if not isinstance(matrix, AccuracyMatrix):
+        matrix = AccuracyMatrix.from_rows(matrix)
+    T = matrix.num_experiences
+    init = matrix.random_init
+    return {
+        "acc_matrix": matrix.tolist(),
+        "random_init": init.tolist() if init is not None else [math.nan] * T,
+        "metrics": summary(matrix.values, init, test_sizes=test_sizes or None),
+    }
+
+
+def classifier_views(results: Iterable[Result]) -> list[Result]:
+    """Each result as one result per evaluation classifier, for tables and plots.
+
+    An ordinary run (classifier ``"linear"`` or not recorded, no extra classifiers) is passed
+    through unchanged. Otherwise the main matrix is shown as ``"<label> (<classifier>)"``, e.g.
+    ``"replay (linear)"`` for ``classifier="both"`` or ``"icarl (nme)"``, and each entry of
+    :attr:`Result.classifiers` becomes a result of its own labelled ``"<label> (<name>)"``, with
+    that classifier's matrix and metrics and the run's other records.
+    """
+    views = []
+    for r in results:
+        if not r.classifiers and str(r.config.get("classifier") or "linear") == "linear":
+            views.append(r)
+            continue
+        views.append(replace(r, config={**r.config, "label": f"{r.label} ({r.classifier})"}, classifiers={}))
+        for name, entry in r.classifiers.items():
+            config = {**r.config, "label": f"{r.label} ({name})"}
+            views.append(replace(r, config=config, acc_matrix=entry["acc_matrix"], random_init=entry["random_init"],
+                                 metrics=dict(entry["metrics"]), classifiers={}))
+    return views
 
 
 def load_result(path: str | Path) -> Result:
@@ -249,23 +346,48 @@ TABLE_METRICS = (
     ("backward_transfer", "BWT", 100.0),
     ("forward_transfer", "FWT", 100.0),
 )
+CLASS_IL_METRICS = (
+    ("average_incremental_accuracy", "avg inc acc", 100.0),
+    ("last_accuracy", "last acc", 100.0),
+)
+"""The class-incremental papers' columns (sample-weighted, :mod:`continual.metrics`), shown when
+any result in the table recorded its test sizes."""
+_CLASS_IL_KEYS = {key for key, _, _ in CLASS_IL_METRICS}
+
+
+def _class_il(r: Result) -> tuple[float, float]:
+    return average_incremental_accuracy(r.acc_matrix, r.test_sizes), last_accuracy(r.acc_matrix, r.test_sizes)
 
 
 def summarize(results: Iterable[Result]) -> list[dict[str, object]]:
-    """One row per configuration (:func:`group_results`): each headline metric and the training plus
-    evaluation time as ``(mean, 95% CI half-width)`` over seeds (t distribution; NaN half-width
-    for one seed)."""
+    """One row per configuration (:func:`group_results`) and evaluation classifier
+    (:func:`classifier_views`): each headline metric and the training plus evaluation time as
+    ``(mean, 95% CI half-width)`` over seeds (t distribution; NaN half-width for one seed).
+
+    ``average_incremental_accuracy`` and ``last_accuracy`` are the sample-weighted ones,
+    computed from each result's matrix and test sizes; NaN (shown as a dash) unless every seed of
+    the row recorded its test sizes (``row["sized"]``).
+    """
     from .metrics import mean_ci
 
     rows = []
-    for (bench, scenario, label), group in group_results(results).items():
+    for (bench, scenario, label), group in group_results(classifier_views(results)).items():
         row: dict[str, object] = {"benchmark": bench, "scenario": scenario, "strategy": label, "seeds": len(group)}
+        row["sized"] = all(r.test_sizes for r in group)
+        pairs = [_class_il(r) for r in group] if row["sized"] else []
+        for k, (key, _, _) in enumerate(CLASS_IL_METRICS):
+            row[key] = mean_ci([p[k] for p in pairs]) if pairs else (math.nan, math.nan)
         for key, _, _ in TABLE_METRICS:
             values = [r.metrics[key] for r in group if key in r.metrics]
             row[key] = mean_ci(values) if values else (math.nan, math.nan)
         row["time"] = mean_ci([float(r.timings.get("total_train", 0.0)) + float(r.timings.get("total_eval", 0.0)) for r in group])
         rows.append(row)
     return rows
+
+
+def _columns(rows: list[dict[str, object]]) -> tuple[tuple[str, str, float], ...]:
+    """The metric columns of a table: the class-incremental ones first when any row has test sizes."""
+    return (CLASS_IL_METRICS if any(r.get("sized") for r in rows) else ()) + TABLE_METRICS
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
@@ -277,10 +399,11 @@ def format_table(rows: list[dict[str, object]]) -> str:
             return "-"
         return f"{scale * m:.{digits}f}" if math.isnan(h) else f"{scale * m:.{digits}f} ± {scale * h:.{digits}f}"
 
-    header = ["benchmark", "scenario", "strategy", "seeds"] + [name + " (%)" for _, name, _ in TABLE_METRICS] + ["train+eval (s)"]
+    columns = _columns(rows)
+    header = ["benchmark", "scenario", "strategy", "seeds"] + [name + " (%)" for _, name, _ in columns] + ["train+eval (s)"]
     body = [
         [str(r["benchmark"]), str(r["scenario"]), str(r["strategy"]), str(r["seeds"])]
-        + [cell(r[key], scale, 1) for key, _, scale in TABLE_METRICS]
+        + [cell(r.get(key, (math.nan, math.nan)), scale, 1) for key, _, scale in columns]
         + [cell(r["time"], 1.0, 2)]
         for r in rows
     ]
@@ -288,6 +411,8 @@ def format_table(rows: list[dict[str, object]]) -> str:
     fmt = lambda line: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths)))  # noqa: E731
     lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body]
     note = "mean ± 95% CI over seeds (t distribution)" if any(r["seeds"] > 1 for r in rows) else "single seed"
+    if columns is not TABLE_METRICS:
+        note += "; avg inc acc and last acc over all test samples seen (sample-weighted)"
     return "\n".join(lines + [note])
 
 
@@ -297,27 +422,30 @@ def _cell(pair, scale: float, digits: int) -> tuple[str, str]:
 
 
 def format_markdown(rows: list[dict[str, object]]) -> str:
-    """:func:`summarize` rows as a markdown table (metrics in percent, mean ± 95% CI)."""
-    head = ["benchmark", "scenario", "strategy", "seeds"] + [f"{name} (%)" for _, name, _ in TABLE_METRICS] + ["train+eval (s)"]
+    """:func:`summarize` rows as a markdown table (metrics in percent, mean ± 95% CI; a dash where
+    a row has no value for a column another row has)."""
+    columns = _columns(rows)
+    head = ["benchmark", "scenario", "strategy", "seeds"] + [f"{name} (%)" for _, name, _ in columns] + ["train+eval (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["benchmark"]), str(r["scenario"]), str(r["strategy"]), str(r["seeds"])]
-        for key, _, scale in TABLE_METRICS + (("time", "", 1.0),):
-            m, h = _cell(r[key], scale, 2 if key == "time" else 1)
-            cells.append(f"{m} ± {h}" if h else m)
+        for key, _, scale in columns + (("time", "", 1.0),):
+            m, h = _cell(r.get(key, (math.nan, math.nan)), scale, 2 if key == "time" else 1)
+            cells.append((f"{m} ± {h}" if h else m) or ("-" if key in _CLASS_IL_KEYS else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def format_csv(rows: list[dict[str, object]]) -> str:
-    """:func:`summarize` rows as CSV: one mean and one CI half-width column per metric (fractions, seconds)."""
+    """:func:`summarize` rows as CSV: one mean and one CI half-width column per metric (fractions,
+    seconds; ``nan`` where a row has no value)."""
     import csv
     import io
 
-    keys = [k for k, _, _ in TABLE_METRICS] + ["time"]
+    keys = [k for k, _, _ in _columns(rows)] + ["time"]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["benchmark", "scenario", "strategy", "seeds"] + [f"{k}_{s}" for k in keys for s in ("mean", "ci95")])
     for r in rows:
-        w.writerow([r["benchmark"], r["scenario"], r["strategy"], r["seeds"]] + [v for k in keys for v in r[k]])
+        w.writerow([r["benchmark"], r["scenario"], r["strategy"], r["seeds"]] + [v for k in keys for v in r.get(k, (math.nan, math.nan))])
     return buf.getvalue()

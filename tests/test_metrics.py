@@ -109,3 +109,81 @@ def test_accuracy_matrix_object():
     assert m.average_forgetting(mode="first") == pytest.approx(M.average_forgetting(R, mode="first"))
     with pytest.raises(ContinualError, match="random-init"):
         M.AccuracyMatrix.from_rows(R).forward_transfer()
+
+
+# ------------------------------------------------ class-incremental metrics (sample-weighted)
+# Uneven test sets, as in B50 Inc10: experience 0 holds 500 test samples, the others 100 each.
+N = [500, 100, 100]
+
+
+def test_seen_accuracy_golden_3x3():
+    # step 0: 0.9; step 1: (500*0.6 + 100*0.8) / 600; step 2: (500*0.3 + 100*0.5 + 100*0.7) / 700
+    curve = [0.90, (300 + 80) / 600, (150 + 50 + 70) / 700]
+    assert M.seen_accuracy_curve(R, N) == pytest.approx(curve)
+    assert M.average_incremental_accuracy(R, N) == pytest.approx(sum(curve) / 3)
+    assert M.average_incremental_accuracy(R) == pytest.approx((0.90 + 0.70 + 0.50) / 3)  # unweighted: mean of A_k
+    assert M.last_accuracy(R, N) == pytest.approx(270 / 700)
+    old, new = M.old_new_accuracy(R, N)
+    assert math.isnan(old[0]) and old[1:] == pytest.approx([0.60, (150 + 50) / 600])
+    assert new == pytest.approx([0.90, 0.80, 0.70])
+
+
+@given(st.integers(1, 6), st.integers(1, 1000), st.data())
+def test_equal_sizes_give_the_unweighted_metrics(T, n, data):
+    R2 = np.array(data.draw(st.lists(st.lists(acc, min_size=T, max_size=T), min_size=T, max_size=T)))
+    sizes = [n] * T
+    assert M.seen_accuracy_curve(R2, sizes) == pytest.approx(M.accuracy_curve(R2))
+    assert M.average_incremental_accuracy(R2, sizes) == pytest.approx(M.average_incremental_accuracy(R2))
+    assert M.last_accuracy(R2, sizes) == pytest.approx(M.final_average_accuracy(R2))
+
+
+@given(st.integers(1, 6), st.data())
+def test_seen_accuracy_is_accuracy_over_pooled_samples(T, data):
+    # Build per-experience correct counts, then compare with the pooled accuracy computed by hand.
+    sizes = data.draw(st.lists(st.integers(1, 50), min_size=T, max_size=T))
+    correct = [[data.draw(st.integers(0, sizes[j])) for j in range(T)] for _ in range(T)]
+    R2 = [[correct[i][j] / sizes[j] for j in range(T)] for i in range(T)]
+    pooled = [sum(correct[k][: k + 1]) / sum(sizes[: k + 1]) for k in range(T)]
+    assert M.seen_accuracy_curve(R2, sizes) == pytest.approx(pooled)
+    old, _ = M.old_new_accuracy(R2, sizes)
+    assert old[1:] == pytest.approx([sum(correct[k][:k]) / sum(sizes[:k]) for k in range(1, T)])
+
+
+def test_empty_test_sets_give_nan_not_an_error():
+    curve = M.seen_accuracy_curve([[0.0, 0.0], [0.0, 0.5]], [0, 10])
+    assert math.isnan(curve[0]) and curve[1] == pytest.approx(0.5)
+    assert M.average_incremental_accuracy([[0.0, 0.0], [0.0, 0.5]], [0, 10]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("sizes, message", [([1, 2], "one entry per experience"), ([1, -2, 3], "integers >= 0"),
+                                            ([1, 2.5, 3], "integers >= 0")])
+def test_bad_test_sizes_are_clear_errors(sizes, message):
+    with pytest.raises(ContinualError, match=message):
+        M.seen_accuracy_curve(R, sizes)
+
+
+def test_summary_with_test_sizes():
+    plain = M.summary(R, B)
+    assert "last_accuracy" not in plain and plain["average_incremental_accuracy"] == pytest.approx(0.7)
+    s = M.summary(R, B, test_sizes=N)
+    assert s["average_incremental_accuracy"] == pytest.approx(M.average_incremental_accuracy(R, N))
+    assert s["average_incremental_accuracy_unweighted"] == pytest.approx(0.7)
+    assert s["last_accuracy"] == pytest.approx(270 / 700)
+    assert s["last_old_accuracy"] == pytest.approx(200 / 600) and s["last_new_accuracy"] == pytest.approx(0.7)
+    assert {k: v for k, v in s.items() if k in plain and k != "average_incremental_accuracy"} == \
+        {k: v for k, v in plain.items() if k != "average_incremental_accuracy"}
+    assert all(isinstance(v, float) for v in s.values())
+
+
+def test_accuracy_matrix_with_test_sizes():
+    m = M.AccuracyMatrix.from_rows(R, B, test_sizes=N)
+    assert m.test_sizes == N and m.last_accuracy() == pytest.approx(270 / 700)
+    assert m.summary() == M.summary(R, B, test_sizes=N)
+    assert m.seen_accuracy_curve() == pytest.approx(M.seen_accuracy_curve(R, N))
+    assert m.average_incremental_accuracy() == pytest.approx(M.average_incremental_accuracy(R, N))
+    unsized = M.AccuracyMatrix.from_rows(R)
+    assert unsized.average_incremental_accuracy() == pytest.approx(0.7)
+    with pytest.raises(ContinualError, match="test sizes"):
+        unsized.last_accuracy()
+    with pytest.raises(ContinualError, match="one entry per experience"):
+        M.AccuracyMatrix(3, test_sizes=[1, 2])

@@ -20,3 +20,25 @@ def test_plots_draw_into_a_given_axes(tmp_path):
     paths = save_figures(results, tmp_path)
     assert {p.name for p in paths} >= {"curves_b_class.png", "matrix_b_class_a.png", "experiences_b_class_b.png"}
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_seen_accuracy_curves(tmp_path):
+    from continual.metrics import seen_accuracy_curve
+    from continual.plot import plot_seen_accuracy_curves
+    from tests.test_results import N3, NME, R3, sized
+
+    results = [sized("replay", s, classifier="both", nme=NME) for s in range(2)] + [fake("finetune", 0, 0.8)]
+    fig, ax = plt.subplots()
+    assert plot_seen_accuracy_curves(results, ax=ax) is fig
+    (line,) = ax.get_lines()  # the result without test sizes is left out; classifiers are not split here
+    assert line.get_ydata() == pytest.approx(100 * seen_accuracy_curve(R3, N3))
+    assert "all test samples seen" in ax.get_ylabel()
+    plt.close(fig)
+    with pytest.raises(ContinualError, match="test sizes"):
+        plot_seen_accuracy_curves([fake("a", 0, 0.8)])
+    paths = save_figures(results, tmp_path)
+    names = {p.name for p in paths}
+    assert {"seen_b_class.png", "curves_b_class.png", "matrix_b_class_replay__nme_.png",
+            "experiences_b_class_replay__linear_.png", "matrix_b_class_finetune.png"} <= names
+    assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    assert "seen_b_class.png" not in {p.name for p in save_figures([fake("a", 0, 0.8)], tmp_path / "plain")}

@@ -1,10 +1,12 @@
 import json
+import math
 from unittest import mock
 
 import pytest
 
 from continual import ContinualError, RunConfig, find_results, load_result, run, save_result
-from continual.results import Result, format_table, summarize
+from continual import metrics as M
+from continual.results import Result, classifier_views, format_csv, format_markdown, format_table, summarize
 
 
 def fake(strategy, seed, final, wall=1.0):
@@ -24,6 +26,19 @@ def test_round_trip(tmp_path):
     raw = json.loads(path.read_text())
     assert raw["schema"] == "continual.result" and raw["version"] == 1
     assert {"train", "eval", "plugins", "wall"} <= set(raw["timings"]) and raw["environment"]["torch"]
+    # split-digits: 1797 images, a fifth of each class held out for testing, two classes per experience
+    assert back.test_sizes == raw["test_sizes"] and len(back.test_sizes) == 5 and all(n > 0 for n in back.test_sizes)
+    assert back.metrics["average_incremental_accuracy"] == pytest.approx(
+        M.average_incremental_accuracy(back.acc_matrix, back.test_sizes))
+    assert back.metrics["last_accuracy"] == pytest.approx(M.last_accuracy(back.acc_matrix, back.test_sizes))
+    assert back.classifiers == {}  # this trainer exposes no extra classifiers
+    memory = raw["extra"]["memory"]
+    assert memory["model_parameters"] > 0 and memory["exemplars"] == 0 and set(memory["plugins"]) == {"head"}
+    assert memory["total"] == memory["model_parameters"] + memory["model_buffers"] + sum(memory["plugins"].values())
+    prov = back.provenance
+    assert prov["class_order"] == {"name": "standard", "seed": None, "order": list(range(10))}
+    assert prov["epochs"] == 1 and prov["seed"] == 0 and prov["classifier"] == "linear" and prov["memory"] == {}
+    assert prov["versions"]["torch"] == raw["environment"]["torch"] and prov["augmentation"] == "none"
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
@@ -109,3 +124,142 @@ def test_files_with_bad_bytes_are_skipped_with_one_line(tmp_path, capsys, damage
         assert main([command, str(tmp_path)]) == 0
         err = capsys.readouterr().err
         assert err.startswith(f"continual: skipped {bad}: {message}") and err.count("\n") == 1, err
+
+
+# ------------------------------------------- fields added within version 1: test sizes, classifiers, provenance
+R3 = [[0.9, 0.0, 0.0], [0.6, 0.8, 0.0], [0.3, 0.5, 0.7]]
+N3 = [500, 100, 100]
+
+
+def sized(strategy, seed, *, classifier=None, nme=None, sizes=N3):
+    """A result with test sizes; ``nme``: an extra classifier's matrix."""
+    config = {"benchmark": "b", "scenario": "class", "strategy": strategy}
+    if classifier is not None:
+        config["classifier"] = classifier
+    classifiers = {}
+    if nme is not None:
+        classifiers["nme"] = {"acc_matrix": nme, "random_init": [float("nan")] * 3, "metrics": M.summary(nme, test_sizes=sizes)}
+    return Result(config=config, seed=seed, acc_matrix=R3, random_init=[0.1] * 3,
+                  metrics=M.summary(R3, [0.1] * 3, test_sizes=sizes), timings={"total_train": 1.0, "total_eval": 0.0},
+                  test_sizes=list(sizes), classifiers=classifiers, provenance={"augmentation": "none"})
+
+
+NME = [[0.95, 0.0, 0.0], [0.7, 0.85, 0.0], [0.5, 0.6, 0.75]]
+
+
+def test_new_fields_round_trip(tmp_path):
+    r = sized("icarl", 0, classifier="both", nme=NME)
+    back = load_result(save_result(r, tmp_path / "r.json"))
+    assert back.test_sizes == N3 and back.provenance == {"augmentation": "none"}
+    assert back.classifiers["nme"]["acc_matrix"] == NME and back.classifiers["nme"]["metrics"] == r.classifiers["nme"]["metrics"]
+    assert back.matrix().test_sizes == N3 and back.matrix().last_accuracy() == pytest.approx((150 + 50 + 70) / 700)
+    assert back.classifier == "linear" and sized("icarl", 0, classifier="nme").classifier == "nme"
+
+
+def test_files_written_before_the_new_fields_still_load(tmp_path):
+    obj = fake("a", 0, 0.8).to_dict()
+    for key in ("test_sizes", "classifiers", "provenance"):
+        del obj[key]
+    (tmp_path / "old.json").write_text(json.dumps(obj))
+    old = load_result(tmp_path / "old.json")
+    assert old.test_sizes == [] and old.classifiers == {} and old.provenance == {}
+    assert old.matrix().test_sizes is None
+    rows = summarize([old])
+    assert not rows[0]["sized"] and "avg inc acc" not in format_table(rows)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: o.update(test_sizes=[1, 2]), "'test_sizes' must be a list of 3 counts"),
+    (lambda o: o.update(test_sizes=[1, -2, 3]), "'test_sizes' must be a list of 3 counts"),
+    (lambda o: o.update(test_sizes=[1, True, 3]), "'test_sizes' must be a list of 3 counts"),
+    (lambda o: o.update(test_sizes="500"), "'test_sizes' must be a list"),
+    (lambda o: o.update(classifiers=[]), "'classifiers' must be an object"),
+    (lambda o: o["classifiers"].update(nme=3), "'classifiers' must map names to objects; 'nme'"),
+    (lambda o: o["classifiers"]["nme"].pop("metrics"), "'classifiers.nme.metrics' must be a dict"),
+    (lambda o: o["classifiers"]["nme"].update(acc_matrix=[[0.5]]), "'classifiers.nme.acc_matrix' must be a 3 x 3"),
+    (lambda o: o["classifiers"]["nme"].update(random_init=[0.1]), "'classifiers.nme.random_init' has 1 entries"),
+    (lambda o: o["classifiers"]["nme"]["acc_matrix"][0].__setitem__(0, 1.5), r"accuracies must lie in \[0, 1\] \(in 'classifiers.nme'\)"),
+    (lambda o: o["classifiers"]["nme"]["acc_matrix"][0].__setitem__(0, "x"), "must hold numbers"),
+    (lambda o: o.update(provenance=[]), "'provenance' must be an object"),
+])
+def test_bad_new_fields_are_one_line_errors(tmp_path, change, message):
+    obj = json.loads(json.dumps(sized("icarl", 0, classifier="both", nme=NME).to_dict(), allow_nan=True))
+    change(obj)
+    (tmp_path / "bad.json").write_text(json.dumps(obj))
+    with pytest.raises(ContinualError, match=message) as info:
+        load_result(tmp_path / "bad.json")
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(tmp_path / "bad.json"))
+
+
+def test_classifier_views_label_rows():
+    plain = fake("finetune", 0, 0.8)
+    assert classifier_views([plain]) == [plain]  # ordinary runs keep their labels
+    both = sized("replay", 0, classifier="both", nme=NME)
+    views = classifier_views([both])
+    assert [v.label for v in views] == ["replay (linear)", "replay (nme)"]
+    assert views[1].acc_matrix == NME and views[1].test_sizes == N3 and views[1].classifiers == {}
+    assert views[0].acc_matrix == R3 and both.label == "replay"  # the result itself is not changed
+    assert [v.label for v in classifier_views([sized("icarl", 0, classifier="nme")])] == ["icarl (nme)"]
+    assert [v.label for v in classifier_views([sized("x", 0, classifier="linear")])] == ["x"]
+
+
+def test_table_with_class_il_columns_and_classifier_rows():
+    results = [sized("replay", s, classifier="both", nme=NME) for s in range(2)] + [fake("finetune", 0, 0.8)]
+    rows = summarize(results)
+    assert [r["strategy"] for r in rows] == ["finetune", "replay (linear)", "replay (nme)"]
+    linear, nme = rows[1], rows[2]
+    assert linear["average_incremental_accuracy"][0] == pytest.approx(M.average_incremental_accuracy(R3, N3))
+    assert linear["last_accuracy"][0] == pytest.approx(270 / 700)
+    assert nme["last_accuracy"][0] == pytest.approx((250 + 60 + 75) / 700)
+    assert nme["final_average_accuracy"][0] == pytest.approx((0.5 + 0.6 + 0.75) / 3)
+    assert math.isnan(rows[0]["average_incremental_accuracy"][0]) and not rows[0]["sized"]
+    text = format_table(rows)
+    header = text.splitlines()[0]
+    assert "avg inc acc (%)" in header and "last acc (%)" in header and "sample-weighted" in text
+    finetune = next(line for line in text.splitlines() if line.startswith("b") and "finetune" in line)
+    assert finetune.split()[4:6] == ["-", "-"]  # no test sizes: a dash
+    assert f"{100 * 270 / 700:.1f}" in text
+    md = format_markdown(rows)
+    assert "| avg inc acc (%) | last acc (%) |" in md and "| finetune | 1 | - | - |" in md
+    assert "| replay (nme) | 2 | " in md
+    csv_head = format_csv(rows).splitlines()[0].split(",")
+    assert csv_head[4:8] == ["average_incremental_accuracy_mean", "average_incremental_accuracy_ci95",
+                             "last_accuracy_mean", "last_accuracy_ci95"]
+    # a table of results without test sizes keeps its columns
+    plain = summarize([fake("a", 0, 0.8)])
+    assert "avg inc acc" not in format_table(plain) and "avg inc acc" not in format_markdown(plain)
+    assert "average_incremental_accuracy" not in format_csv(plain)
+
+
+def test_run_records_extra_classifiers(tmp_path):
+    # The trainer exposes extra classifiers' matrices as trainer.matrices (the main one may be among them).
+    from continual.metrics import AccuracyMatrix
+    from continual.trainer import Trainer
+
+    original = Trainer.run
+
+    def run_with_nme(self, stream, **kwargs):
+        acc = original(self, stream, **kwargs)
+        self.matrices = {"linear": acc, "nme": AccuracyMatrix.from_rows(acc.values / 2)}
+        return acc
+
+    with mock.patch.object(Trainer, "run", run_with_nme):
+        r = run(RunConfig(epochs=1, device="cpu"))
+    back = load_result(save_result(r, tmp_path / "r.json"))
+    assert list(back.classifiers) == ["nme"]
+    nme = back.classifiers["nme"]
+    assert nme["acc_matrix"] == [[v / 2 for v in row] for row in r.acc_matrix]
+    assert all(math.isnan(v) for v in nme["random_init"]) and "forward_transfer" not in nme["metrics"]
+    assert nme["metrics"]["last_accuracy"] == pytest.approx(r.metrics["last_accuracy"] / 2)
+    assert [row["strategy"] for row in summarize([back])] == ["finetune (linear)", "finetune (nme)"]
+
+
+def test_classifier_record():
+    from continual.results import classifier_record
+
+    rec = classifier_record(M.AccuracyMatrix.from_rows(NME, [0.1] * 3), N3)
+    assert rec["acc_matrix"] == NME and rec["random_init"] == [0.1] * 3
+    assert rec["metrics"] == M.summary(NME, [0.1] * 3, test_sizes=N3)
+    bare = classifier_record(NME)  # an array: no random-init row, no test sizes
+    assert all(math.isnan(v) for v in bare["random_init"]) and bare["metrics"] == M.summary(NME)
+    json.dumps(rec)
