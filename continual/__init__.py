@@ -21,8 +21,11 @@ from .metrics import (
     forgetting,
     forward_transfer,
     intransigence,
+    last_accuracy,
     learning_accuracy,
     mean_ci,
+    old_new_accuracy,
+    seen_accuracy_curve,
 )
 from .models import MLP, ConvNet, HeadExpansion, IncrementalClassifier, MultiHeadClassifier, ResNet18, build_model
 from .replay import ER, ClassBalancedBuffer, DERpp, ExperienceBalancedBuffer, ReservoirBuffer, herding, make_buffer
@@ -33,6 +36,9 @@ from .trainer import Plugin, Trainer
 from .transfer import freeze, load_backbone, pretrain  # also registers the transfer strategies
 from . import regularizers  # after strategies: registers ewc, online-ewc, si, mas, l2, lwf
 from .regularizers import EWC, L2, MAS, SI, LwF, combine
+from . import classifiers  # registers wa and bic
+from .classifiers import BiasCorrection, NearestMeanClassifier, WeightAligning
+from .ledger import memory_ledger
 
 __all__ = [
     "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ClassBalancedBuffer", "ContinualError", "ConvNet", "DERpp", "Dataset", "ER",
@@ -46,4 +52,6 @@ __all__ = [
     "rotated", "run", "save_result", "split",
     "synthetic",
     "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
+    "BiasCorrection", "NearestMeanClassifier", "WeightAligning", "classifiers", "last_accuracy", "memory_ledger",
+    "old_new_accuracy", "seen_accuracy_curve",
 ]

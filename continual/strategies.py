@@ -110,6 +110,9 @@ class Strategy:
         past_classes: the strategy trains on past classes or their logits (replay, distillation,
             cumulative training), so a head that masks past classes (``incremental-mask-past``)
             does not apply to it.
+        comes_before: strategies that must come after this one in a combination (BiC before
+            LwF: LwF's frozen copy must carry the bias correction, and a resumed run rebuilds
+            it only in that order).
     """
 
     name: str
@@ -121,6 +124,7 @@ class Strategy:
     needs_pretrained: bool = False
     limits: Mapping[str, Limit] = field(default_factory=dict)
     past_classes: bool = False
+    comes_before: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -216,6 +220,13 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
     parts = [get_strategy(n) for n in names]
     if len({p.name for p in parts}) != len(parts):
         raise ContinualError(f"cannot combine {'+'.join(names)}: a strategy appears twice")
+    for i, part in enumerate(parts):
+        early = [p.name for p in parts[:i] if p.name in part.comes_before]
+        if early:
+            order = [p.name for p in parts if p.name not in early]
+            order[order.index(part.name) + 1:1 + order.index(part.name)] = early
+            raise ContinualError(f"cannot combine {'+'.join(names)}: {part.name!r} must come before {', '.join(map(repr, early))}; "
+                                 f"write {'+'.join(order)}")
     for part in parts:
         if part.schedule != "sequential":
             raise ContinualError(f"cannot combine {part.name!r} (schedule {part.schedule!r}); only sequential strategies combine")
@@ -241,7 +252,8 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
     limits = {names_of[i][k]: v for i, part in enumerate(parts) for k, v in part.limits.items()}
     return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins,
                     prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts),
-                    limits=limits, past_classes=any(p.past_classes for p in parts))
+                    limits=limits, past_classes=any(p.past_classes for p in parts),
+                    comes_before=tuple(n for p in parts for n in p.comes_before))
 
 
 register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 LIMITS: dict[str, dict[str, object]] = {
-    "wa": {},
+    "wa": {"wa_clip": (False, True)},
     "bic": {"val_per_class": Range(1), "bic_epochs": Range(0), "bic_lr": Range(0, low_open=True),
             "bic_weight_decay": Range(0), "bic_batch": Range(1)},
 }
@@ -47,6 +47,6 @@ def _bic(params: dict, context: Context) -> list:
 register(Strategy("wa", "weight aligning of the new classes' head rows after each experience (Zhao et al. 2020)",
                   defaults=DEFAULTS["wa"], limits=LIMITS["wa"], make_plugins=_wa))
 register(Strategy("bic", "bias correction, one (alpha, beta) per experience learned on held-out data (Wu et al. 2019)",
-                  defaults=DEFAULTS["bic"], limits=LIMITS["bic"], make_plugins=_bic))
+                  defaults=DEFAULTS["bic"], limits=LIMITS["bic"], make_plugins=_bic, comes_before=("lwf",)))
 
 __all__ = ["BiasCorrection", "DEFAULTS", "NearestMeanClassifier", "WeightAligning", "class_means", "linear_head"]
