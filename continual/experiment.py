@@ -26,7 +26,9 @@ from .errors import ContinualError
 from .data import check_root
 from .metrics import AccuracyMatrix
 from .models import HEADS, MODELS, HeadExpansion, build_model, grow_head
-from .results import Result, atomic_torch_save
+from .ledger import memory_ledger, provenance
+from .metrics import summary
+from .results import Result, atomic_torch_save, by_step, classifier_record
 from .streams import CLASS_ORDERS, class_increments, parse_split
 from .strategies import Context, Range, coerce, get_strategy
 from .trainer import LR_SCHEDULES, OPTIMIZERS, Callback, Trainer, resolve_device
@@ -593,16 +595,13 @@ def run(
     timings["wall"] = wall_before + time.perf_counter() - wall0
     if resume is not None:
         extra["resumed"] = True
-    from .ledger import memory_ledger, provenance
-    from .metrics import summary
-    from .results import classifier_record
-
     test_sizes = [e.num_test for e in stream]
     main = str(getattr(cfg, "classifier", None) or "linear")
     main = "linear" if main == "both" else main  # the classifier of acc; trainer.matrices holds the others
     classifiers = {str(name): classifier_record(m, test_sizes)
                    for name, m in (getattr(trainer, "matrices", None) or {}).items() if m is not acc and name != main}
     extra["memory"] = memory_ledger(model, plugins)
+    extra["by_step"] = by_step(acc.values, test_sizes)  # seen / old / new classes' accuracy after each step
     env = environment(device)
     return Result(
         config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),

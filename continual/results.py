@@ -176,6 +176,22 @@ def _check_optional(obj: dict, T: int, source: str) -> None:
         raise ContinualError(f"{source}: 'provenance' must be an object, got {type(obj['provenance']).__name__}")
 
 
+def by_step(matrix: np.ndarray | list, test_sizes: list[int]) -> dict[str, list[float | None]]:
+    """The class-incremental curves after each step, sample-weighted: accuracy on every class seen
+    so far (``seen``), on the classes of earlier experiences (``old``, ``None`` at step 0) and on
+    the newest experience's (``new``); ``None`` for a step not trained (a resumed run's gap).
+
+    >>> by_step([[0.9, 0.0], [0.6, 0.8]], [100, 300])
+    {'seen': [0.9, 0.75], 'old': [None, 0.6], 'new': [0.9, 0.8]}
+    """
+    from .metrics import old_new_accuracy, seen_accuracy_curve
+
+    R = np.asarray(matrix, dtype=float)
+    old, new = old_new_accuracy(R, test_sizes)
+    as_list = lambda v: [None if math.isnan(x) else round(float(x), 12) for x in v]  # noqa: E731
+    return {"seen": as_list(seen_accuracy_curve(R, test_sizes)), "old": as_list(old), "new": as_list(new)}
+
+
 def classifier_record(matrix: AccuracyMatrix, test_sizes: list[int] | None = None) -> dict[str, object]:
     """One entry of :attr:`Result.classifiers`: the matrix, its random-init row (NaN where the
     classifier has none) and its metrics (:func:`continual.metrics.summary`, sample-weighted
@@ -188,6 +204,7 @@ def classifier_record(matrix: AccuracyMatrix, test_sizes: list[int] | None = Non
         "acc_matrix": matrix.tolist(),
         "random_init": init.tolist() if init is not None else [math.nan] * T,
         "metrics": summary(matrix.values, init, test_sizes=test_sizes or None),
+        **({"by_step": by_step(matrix.values, test_sizes)} if test_sizes else {}),
     }
 
 

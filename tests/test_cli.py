@@ -227,3 +227,37 @@ def test_a_long_label_still_gives_a_file_name_the_file_system_takes():
     a, b = (RunConfig(label="L" * 255 + tail).resolve() for tail in ("a", "b"))
     assert len(result_name(a) + ".json") + len("..12345678.tmp") < 255  # the label is cut; the hash keeps them apart
     assert result_name(a) != result_name(b)
+
+
+def test_three_classes_grown_to_five_is_one_command(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["run", "--classes", "0,1,2,3,4", "--increments", "3,2", "--epochs", "2", "--device", "cpu", "--out", str(out),
+                 "--quiet"]) == 0
+    r = json.loads(next(out.glob("*.json")).read_text())
+    assert r["extra"]["head"]["sizes"] == [3, 5] and r["config"]["classes"] == [0, 1, 2, 3, 4] and r["test_sizes"][0] > r["test_sizes"][1]
+    assert r["provenance"]["classes_per_experience"] == [3, 2]
+
+
+def test_a_class_il_protocol_run_records_what_papers_report(tmp_path, capsys):
+    """B m Inc n, a fixed-total herding memory, a growing head, WA, both classifiers, a cosine
+    schedule and weight decay, from one command; the result carries item 5 of issue 13."""
+    out = tmp_path / "runs"
+    assert main(["run", "--split", "B4-Inc2", "--strategy", "replay+wa", "--set", "buffer=class-balanced", "--set", "selection=herding",
+                 "--set", "mem=100", "--classifier", "both", "--lr-schedule", "cosine", "--weight-decay", "0.0001", "--class-order", "icarl",
+                 "--epochs", "2", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "replay+wa[" in table and "(linear)" in table and "(nme)" in table and "avg inc acc" in table and "last acc" in table
+    r = json.loads(next(out.glob("*.json")).read_text())
+    assert len(r["acc_matrix"]) == 4 and r["extra"]["head"]["sizes"] == [4, 6, 8, 10]
+    m = r["metrics"]
+    assert 0 < m["last_accuracy"] <= 1 and 0 < m["average_incremental_accuracy"] <= 1
+    assert len(r["classifiers"]["nme"]["acc_matrix"]) == 4 and "last_accuracy" in r["classifiers"]["nme"]["metrics"]
+    steps = r["extra"]["by_step"]
+    assert steps["old"][0] is None and len(steps["seen"]) == 4 and steps["seen"][-1] == pytest.approx(m["last_accuracy"], abs=1e-9)
+    memory = r["extra"]["memory"]
+    assert memory["exemplars"] == 100 * (64 + 16) and memory["model_parameters"] > 0 and memory["total"] >= memory["exemplars"]
+    p = r["provenance"]
+    assert p["class_order"]["name"] == "icarl" and p["class_order"]["seed"] == 1993 and p["seed"] == 0
+    assert p["lr_schedule"] == "cosine" and p["weight_decay"] == 0.0001 and p["classifier"] == "both" and p["head"] == "incremental"
+    assert p["memory"]["mem"] == 100 and p["memory"]["selection"] == "herding" and p["versions"]["torch"]
+    assert r["extra"]["wa"]["gamma"][0] is None and len(r["extra"]["wa"]["gamma"]) == 4

@@ -46,3 +46,23 @@ def test_every_strategy_resumes_to_the_uninterrupted_matrix(name, tmp_path, pret
         assert resumed.extra.get("resumed") is True
     assert resumed.acc_matrix == whole.acc_matrix
     assert resumed.penalties == whole.penalties
+
+
+def test_a_class_il_run_with_both_classifiers_resumes_to_both_matrices(tmp_path):
+    """B4 Inc2 with a fixed-total herding memory, bias correction and a step schedule; the NME
+    matrix is restored from the checkpoint as well as the linear one."""
+    cfg = RunConfig(strategy="replay+bic", split="B4-Inc2", classifier="both", epochs=2, lr_schedule="step", milestones=[1],
+                    device="cpu", seed=2, params={"buffer": "class-balanced", "selection": "herding", "mem": 60, "bic_epochs": 5})
+    whole = run(cfg)
+    assert list(whole.classifiers) == ["nme"] and len(whole.acc_matrix) == 4
+
+    def crash(event, info):
+        if event == "experience_start" and info["index"] == 2:
+            raise Crash
+
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(Crash):
+        run(cfg, callbacks=[crash], checkpoint_dir=folder)
+    resumed = run(cfg, checkpoint_dir=folder)
+    assert resumed.acc_matrix == whole.acc_matrix and resumed.classifiers == whole.classifiers
+    assert resumed.extra["bic"] == whole.extra["bic"] and resumed.extra["by_step"] == whole.extra["by_step"]

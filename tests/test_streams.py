@@ -216,3 +216,34 @@ def test_icarl_class_order_is_the_fields_and_ignores_the_run_seed():
     assert list(split(d, 5, class_order="icarl").class_order) == _resolve_class_order("icarl", 10, seed=0)
     with pytest.raises(ContinualError, match="'random', 'icarl'"):
         split(d, 5, class_order="lucir")
+
+
+def test_a_stream_over_a_subset_of_the_classes():
+    """classes=[...]: only those labels, renumbered in the order given (or the class order's);
+    the three-then-five example is increments=[3, 2] over five classes."""
+    d = synthetic(num_classes=10, num_features=4, train_per_class=3, test_per_class=2)
+    stream = split(d, increments=[3, 2], classes=[7, 0, 2, 9, 4])
+    assert [e.classes for e in stream] == [(0, 1, 2), (3, 4)] and stream.num_classes == 5
+    assert list(stream.class_order) == [7, 0, 2, 9, 4]
+    for e in stream:
+        originals = torch.tensor(stream.class_order)[e.y_train]
+        for x, c in zip(e.x_train, originals):  # each sample is one of its original class's samples
+            assert (d.x_train[d.y_train == c] == x).all(1).any()
+        assert sorted(torch.tensor(stream.class_order)[e.y_test].unique().tolist()) == sorted(stream.class_order[c] for c in e.classes)
+    assert sum(e.num_train for e in stream) == 5 * 3
+    ordered = split(d, 5, classes=[7, 0, 2, 9, 4], class_order="icarl")
+    from continual.streams import _resolve_class_order
+
+    assert list(ordered.class_order) == [c for c in _resolve_class_order("icarl", 10, 0) if c in {7, 0, 2, 9, 4}]
+    for bad in ([1, 1], [10], []):
+        with pytest.raises(ContinualError, match="must be distinct labels"):
+            split(d, 1, classes=bad)
+
+
+def test_split_names_parse():
+    from continual.streams import parse_split
+
+    assert parse_split("B50-Inc10") == (50, 10) and parse_split(" b0 inc2 ") == (0, 2) and parse_split("B4_Inc2") == (4, 2)
+    for bad in ("B50", "Inc10", "B50-Inc0", "50-10", "B-1-Inc2"):
+        with pytest.raises(ContinualError, match="expected B<first>-Inc<increment>"):
+            parse_split(bad)

@@ -234,3 +234,87 @@ def test_devices_this_build_cannot_train_on_are_refused_in_one_line(device):
     with pytest.raises(ContinualError, match=r"device '.*'.*expected auto, cpu, cuda or cuda:N"):
         resolve_device(device)
     assert resolve_device("cpu").type == "cpu"
+
+
+class LrRecorder(Plugin):
+    """Records the learning rate of every group at each step."""
+
+    def __init__(self, trainer_ref):
+        self.trainer_ref, self.seen = trainer_ref, []
+
+    def after_step(self, model):
+        self.seen.append(tuple(g["lr"] for g in self.trainer_ref[0].optimizer.param_groups))
+
+
+@pytest.mark.parametrize("schedule, kw, factors", [
+    ("constant", {}, [1, 1, 1, 1, 1]),
+    ("step", {"milestones": [2, 4], "lr_decay": 0.5}, [1, 1, 0.5, 0.5, 0.25]),
+    ("cosine", {}, [0.5 * (1 + np.cos(np.pi * e / 5)) for e in range(5)]),
+])
+def test_lr_schedule_per_epoch_restarts_each_experience_and_keeps_group_scales(stream, schedule, kw, factors):
+    ref = [None]
+    rec = LrRecorder(ref)
+    trainer = make_trainer([rec], epochs=5, batch_size=1000, lr_schedule=schedule, **kw)  # one step per epoch
+    ref[0] = trainer
+    trainer.optimizer.param_groups[0]["lr"] = 0.1
+    trainer.optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": 0.01})  # a scaled group
+    trainer.fit(stream[0])
+    trainer.fit(stream[1])
+    expected = [(0.1 * f, 0.01 * f) for f in factors] * 2
+    assert np.allclose(rec.seen, expected, rtol=1e-12, atol=0)
+    assert [trainer.lr_factor(e) for e in range(5)] == pytest.approx(factors, rel=1e-12)
+
+
+def test_bad_schedules_are_refused():
+    with pytest.raises(ContinualError, match="unknown lr_schedule 'linear'; expected one of constant, step, cosine"):
+        make_trainer(lr_schedule="linear")
+    with pytest.raises(ContinualError, match=r"milestones=\[0\] must be epochs >= 1"):
+        make_trainer(lr_schedule="step", milestones=[0])
+
+
+class HoldOut(Plugin):
+    """Trains on the first half of each experience only (the experience_data hook)."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def experience_data(self, experience):
+        import dataclasses
+
+        n = experience.num_train // 2
+        return dataclasses.replace(experience, x_train=experience.x_train[:n], y_train=experience.y_train[:n],
+                                   t_train=experience.t_train[:n])
+
+    def batch(self, x, y, t):
+        self.sizes.append(len(y))
+
+
+def test_experience_data_hook_chooses_what_is_trained_on(stream):
+    plugin = HoldOut()
+    trainer = make_trainer([plugin], epochs=1, batch_size=1000)
+    trainer.fit(stream[0])
+    assert plugin.sizes == [stream[0].num_train // 2]
+
+
+class Constant(Plugin):
+    """An evaluation classifier that always predicts class 0."""
+
+    classifier = "zero"
+
+    def predict(self, model, x, t):
+        return torch.zeros(len(x), dtype=torch.long, device=x.device)
+
+
+def test_evaluation_classifiers_record_their_own_matrices(stream):
+    trainer = make_trainer([Constant()], epochs=1)
+    acc = trainer.run(stream)
+    zero = trainer.matrices["zero"]
+    assert set(trainer.matrices) == {"zero"}
+    share = float((stream[0].y_test == 0).double().mean())  # class 0 is in experience 0
+    assert zero.values[:, 0].tolist() == [pytest.approx(share, rel=1e-12)] * 5 and (zero.values[:, 1:] == 0).all()
+    assert not np.array_equal(acc.values, zero.values)
+    main = make_trainer([Constant()], epochs=1, classifier="zero")
+    acc_zero = main.run(stream)
+    assert np.array_equal(acc_zero.values, zero.values) and np.array_equal(main.matrices["linear"].values, acc.values)
+    with pytest.raises(ContinualError, match="classifier 'nme' has no plugin; expected 'linear', 'zero'"):
+        make_trainer([Constant()], classifier="nme")

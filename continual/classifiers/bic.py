@@ -48,7 +48,7 @@ Deviations and choices:
   LwF rebuilds its copy from it).
 - An experience that brings no class not seen before (domain-incremental streams) gets no pair.
 - The paper's stage 1 also distils the old model's logits with weight ``n / (n + m)``; this plugin
-  is the bias-correction part only and composes with replay, LwF... (``replay+bic``, ``lwf+bic``).
+  is the bias-correction part only and composes with replay, LwF... (``replay+bic``, ``bic+lwf``).
 """
 
 from __future__ import annotations
