@@ -13,6 +13,13 @@ same backbone with
 Every configuration is timed in turn (alternating) in one process, and the medians over repeats
 are printed. The expansion step (``grow`` + ``sync_optimizer``) is timed on its own.
 
+Then the classifiers on that head, on a real stream (``--benchmark``, default split-fmnist when its
+files are installed, else split-digits) with replay (class-balanced herding memory of 200): the
+cost of BiC's second stage (170 epochs on its held-out set, the model frozen) and of the NME
+classifier (class means of the exemplars' features, then evaluating every experience's test
+split) against the training of the experience they follow (and NME's evaluation against the
+linear head's), medians over ``--class-repeats`` runs of the second experience.
+
     python benchmarks/heads.py                          # MLP 64-400-400, 20 expansions of 5 classes (100 classes)
     python benchmarks/heads.py --features 160           # the reduced ResNet-18's feature width
     python benchmarks/heads.py --device cuda
@@ -80,6 +87,46 @@ def time_expansion(args, device, repeats: int) -> list[float]:
     return times
 
 
+def time_classifiers(args, device) -> dict[str, list[float]]:
+    """Seconds of: training experience 1 (without BiC's stage 2), BiC's stage 2 after it, NME's
+    class means, evaluation with NME and with the linear head; once per repeat."""
+    from continual import BiasCorrection, NearestMeanClassifier, Trainer, make_stream
+    from continual.models import HeadExpansion, build_model, grow_head
+    from continual.replay import ER, make_buffer
+
+    stream = make_stream(args.benchmark, device=device)
+    out: dict[str, list[float]] = {"train": [], "bic": [], "nme_means": [], "eval_nme": [], "eval_linear": []}
+    for r in range(args.class_repeats):
+        torch.manual_seed(r)
+        model = build_model("mlp", tuple(stream[0].x_train.shape[1:]), 0, head="incremental", capacity=stream.num_classes)
+        grow_head(model, stream[0])
+        buffer = make_buffer("class-balanced", 200, selection="herding", device=device, seed=r)
+        bic, nme = BiasCorrection(seed=r), NearestMeanClassifier(buffer=buffer)
+        spent: dict[str, float] = {}
+        for name, plugin in (("bic", bic), ("nme_means", nme)):
+            def timed(model, experience, _run=plugin.after_experience, _name=name):
+                sync(device)
+                t0 = time.perf_counter()
+                _run(model, experience)
+                sync(device)
+                spent[_name] = time.perf_counter() - t0
+            plugin.after_experience = timed  # the trainer collects hooks when it is built
+        trainer = Trainer(model, lr=args.lr, epochs=1, batch_size=10, device=device, seed=r,
+                          plugins=[HeadExpansion(model), ER(buffer), bic, nme], classifier="nme")
+        trainer.fit(stream[0])
+        trainer.fit(stream[1])
+        out["train"].append(trainer.timings.train[-1] - spent["bic"] - spent["nme_means"])
+        out["bic"].append(spent["bic"])
+        out["nme_means"].append(spent["nme_means"])
+        for key, classifier in (("eval_nme", "nme"), ("eval_linear", "linear")):
+            sync(device)
+            t0 = time.perf_counter()
+            trainer.evaluate(stream, classifier=classifier)
+            sync(device)
+            out[key].append(time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--in-features", type=int, default=64, help="input size (64: 8x8 digits)")
@@ -89,10 +136,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="number of expansions")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--iters", type=int, default=200, help="training steps per timing")
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--benchmark", default=None, help="stream for the classifier timings (default: split-fmnist if installed, else split-digits)")
+    ap.add_argument("--lr", type=float, default=0.03, help="learning rate of the classifier timings' training")
+    ap.add_argument("--class-repeats", type=int, default=3, help="repeats of the classifier timings (0: skip them)")
     args = ap.parse_args()
+    if args.benchmark is None:
+        from pathlib import Path
+
+        installed = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists()
+        args.benchmark = "split-fmnist" if installed else "split-digits"
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     k, C = args.classes_per_step, args.classes_per_step * args.steps
@@ -119,6 +174,14 @@ def main() -> None:
     for kind in ("grown", "doubling"):
         print(f"  {kind}/fixed after " + ", ".join(f"{n}: {med[f'{kind}-{n}'] / med['fixed']:.3f}" for n in points) + " expansions")
     print(f"  expansion step (grow {k} rows + sync_optimizer): median {1e6 * statistics.median(expansion):.1f} us")
+    if args.class_repeats > 0:
+        c = {k: statistics.median(v) for k, v in time_classifiers(args, device).items()}
+        print(f"{args.benchmark}, replay (class-balanced herding, 200) + BiC + NME, experience 1 (1 epoch, batch 10); "
+              f"medians over {args.class_repeats} runs")
+        print(f"  training {c['train']:.3f} s; BiC stage 2 {c['bic']:.3f} s ({c['bic'] / c['train']:.3f}x the training); "
+              f"NME class means {c['nme_means']:.4f} s ({c['nme_means'] / c['train']:.4f}x)")
+        print(f"  evaluation of every experience: linear {c['eval_linear']:.4f} s, NME {c['eval_nme']:.4f} s "
+              f"({c['eval_nme'] / c['eval_linear']:.2f}x linear; NME means + evaluation {(c['nme_means'] + c['eval_nme']) / c['train']:.4f}x the training)")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,11 @@ class IncrementalClassifier(nn.Module):
         self.register_buffer("active", torch.zeros(capacity, dtype=torch.bool))  # classes in use (saved with the model)
         self._num_classes = 0
         self._current: Tensor | None = None  # classes of the current experience (for mask_past)
+        # Logits forward sets to -inf, in evaluation and in training: ~active, and ~(current classes)
+        # with mask_past; None when there is nothing to hide. Kept up to date at each growth, so a
+        # step does one masked_fill and nothing else (non-persistent: they follow .to(device)).
+        self.register_buffer("_hide", None, persistent=False)
+        self.register_buffer("_hide_train", None, persistent=False)
         self.history: list[int] = []  # rows added by each growth, in order (to regrow on resume)
         self._changes: list[RowChange] = []  # growths not yet applied to an optimizer
         self.grow(num_classes)
@@ -150,6 +155,7 @@ class IncrementalClassifier(nn.Module):
                 self.bias[start:num_classes] = fresh.bias.to(self.bias)
         self.active[start:num_classes] = True
         self._num_classes = num_classes
+        self._update_masks()
         self.history.append(num_classes - start)
         for before, name in old:
             if before is not None:
@@ -169,6 +175,10 @@ class IncrementalClassifier(nn.Module):
         active = self.active.new_zeros(capacity)
         active[:n] = self.active
         self.active = active
+        if self._current is not None:  # mask_past's current classes, padded with classes not current
+            current = self._current.new_zeros(capacity)
+            current[:n] = self._current
+            self._current = current
 
     def take_changes(self) -> list[RowChange]:
         """The growths since the last call (for :func:`sync_optimizer`), and forget them."""
@@ -185,22 +195,25 @@ class IncrementalClassifier(nn.Module):
             current = torch.zeros(self.capacity, dtype=torch.bool, device=self.active.device)
             current[classes] = True
             self._current = current
+            self._update_masks()
         return new
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.linear(x, self.weight, self.bias)  # (B, capacity)
-        keep = self.training_mask() if self.training else self._used()
-        return out if keep is None else out.masked_fill(~keep, float("-inf"))
+        hide = self._hide_train if self.training else self._hide
+        return out if hide is None else out.masked_fill(hide, float("-inf"))
 
-    def _used(self) -> Tensor | None:
-        return None if self._num_classes == self.capacity else self.active
+    def _update_masks(self) -> None:
+        self._hide = None if self._num_classes == self.capacity else ~self.active
+        keep = self.training_mask()
+        self._hide_train = None if keep is None else ~keep
 
     def training_mask(self) -> Tensor | None:
         """The logits training uses, ``(capacity,)`` bool: the classes in use (with ``mask_past``,
         those of the current experience); ``None`` when every logit is used."""
         if self.mask_past and self._current is not None:
             return self._current.to(self.active.device) & self.active
-        return self._used()
+        return None if self._num_classes == self.capacity else self.active
 
     def unused_rows(self) -> Tensor:
         """``(capacity,)`` bool: rows not in use."""
@@ -209,6 +222,7 @@ class IncrementalClassifier(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._num_classes = int(self.active.sum())  # rows 0..n-1 are the ones in use
+        self._update_masks()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, capacity={self.capacity}, "
