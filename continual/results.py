@@ -8,8 +8,9 @@ One file per run. Schema (version 1)::
      "metrics": {"final_average_accuracy": ..., ...},
      "timings": {"train": [...], "eval": [...], "plugins": [...], "total_train": ..., "wall": ...},
      "penalties": {"EWC": [...mean penalty per experience...]},
-     "extra": {...method-specific records, e.g. head sizes...,
-               "memory": {...bytes held, see continual.ledger.memory_ledger...}},
+     "extra": {...method-specific records by plugin name, e.g. head sizes...,
+               "memory": {...bytes held, see continual.ledger.memory_ledger...},
+               "by_step": {"seen": [...], "old": [...], "new": [...]}},
      "environment": {"torch": "2.x", "device": "cpu", ...}, "created": "ISO time",
      "test_sizes": [...T ints: test samples of each experience...],
      "classifiers": {"nme": {"acc_matrix": [[...]], "random_init": [...], "metrics": {...}}},
@@ -28,6 +29,10 @@ computed), no extra classifiers and an empty provenance.
   own row or line, labelled ``"<label> (<classifier>)"`` (:func:`classifier_views`).
 - ``extra["memory"]``: the memory ledger (bytes of model parameters, model buffers, exemplars and
   each plugin's state, and their total).
+- ``extra["by_step"]``: after each step, the sample-weighted accuracy on every class seen so far,
+  on the old classes (``None`` at step 0) and on the newest experience's (:func:`by_step`; each
+  entry of ``classifiers`` has its own). ``memory`` and ``by_step`` are the run's records, so no
+  plugin may be named so.
 - ``provenance``: augmentation, batch size, epochs, optimiser and learning-rate schedule, class
   order and the seed it was drawn with, run seed, head, classifier, memory policy, versions.
 """
