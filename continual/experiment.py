@@ -386,6 +386,7 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+RESERVED_EXTRA = {"memory", "by_step", "resumed"}  # keys of Result.extra the run writes itself
 CHECKPOINT_FORMAT = "continual.checkpoint"
 CHECKPOINT_VERSION = 2  # 2: the fixed-capacity incremental head (version 1 held one block of rows per growth)
 
@@ -564,6 +565,10 @@ def run(
         from .transfer import load_backbone
 
         load_backbone(model, cfg.pretrained, model_name=cfg.model)
+    clash = sorted({getattr(p, "name", type(p).__name__) for p in plugins} & RESERVED_EXTRA)
+    if clash:
+        raise ContinualError(f"a plugin named {clash[0]!r} would overwrite the run's own record in the result; rename the "
+                             f"plugin (reserved: {', '.join(sorted(RESERVED_EXTRA))})")
     lr_groups = strategy.prepare_model(model, dict(cfg.params), context) if strategy.prepare_model else None
     trainer = Trainer(
         model, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,

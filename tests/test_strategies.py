@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from continual import ContinualError, RunConfig, Strategy, get_strategy
+from continual import ContinualError, RunConfig, Strategy, get_strategy, run
 from continual.strategies import STRATEGIES, coerce, register
 
 
@@ -58,7 +58,6 @@ def test_composition_runs_both_parts_plugin_sets():
         assert both.name == "toy-a+toy-b" and both.defaults == {"alpha": 1.0, "beta": 2}
         plugins = both.make_plugins(both.params({"alpha": "3", "beta": "4"}), None)
         assert [(p.name, p.value) for p in plugins] == [("a", 3.0), ("b", 4)]
-        from continual import run
         r = run(RunConfig(strategy="toy-a+toy-b", epochs=1, device="cpu", params={"beta": 5}))
         reports = {k: v for k, v in r.extra.items() if k not in ("memory", "by_step")}  # the run's own records beside them
         assert reports == {"head": {"sizes": [2, 4, 6, 8, 10]}, "a": {"value": 1.0}, "b": {"value": 5}}  # plugins' reports land in the results
@@ -118,3 +117,12 @@ def test_every_registered_number_has_a_limit():
         for key, value in strategy.defaults.items():
             assert key in strategy.limits, f"{name}.{key} has no limit"
             assert strategy.params({key: value})[key] == value  # the default itself is accepted
+
+
+def test_a_plugin_may_not_take_the_name_of_a_run_record():
+    s = register(Strategy("toy-memory", "x", make_plugins=lambda p, c: [Tag("memory", 1)]))
+    try:
+        with pytest.raises(ContinualError, match="a plugin named 'memory' would overwrite the run's own record"):
+            run(RunConfig(strategy="toy-memory", epochs=1, device="cpu"))
+    finally:
+        del STRATEGIES[s.name]
