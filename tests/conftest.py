@@ -11,6 +11,14 @@ torch.set_num_threads(1)  # small models: one thread is as fast, and timings do 
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Every test module starts on one thread: a CLI call in an earlier module may have chosen more
+    (``--threads``, or the idle cores for a convolutional model)."""
+    torch.set_num_threads(1)
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

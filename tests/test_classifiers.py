@@ -26,14 +26,6 @@ from continual.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------ helpers
 class Tiny(nn.Module):
     """features: a linear layer with batch norm (its running statistics must not move in BiC's

@@ -18,15 +18,6 @@ from continual.replay import (
 from continual.strategies import STRATEGIES, get_strategy, register
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one thread is fastest and fair to a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def batches(n, sizes, *, dim=3):
     """Samples 0..n-1 (x = its index in every feature, as uint8 when small) cut into batches of the given sizes."""
     s, i = 0, 0
