@@ -374,7 +374,7 @@ def test_replay_forgets_clearly_less_than_finetune(digits_runs, strategy):
 
 
 def test_a_buffer_larger_than_the_memory_available_is_refused_before_allocating(monkeypatch):
-    import continual.replay as replay
+    import continual.replay.buffers as replay  # where check_memory looks it up
 
     assert replay.available_memory("cpu") > 0  # MemAvailable, or free pages
     monkeypatch.setattr(replay, "available_memory", lambda device: 1000)

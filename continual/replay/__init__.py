@@ -1,0 +1,24 @@
+"""Replay: buffers (:mod:`continual.replay.buffers`) and the plugins that replay from them
+(:mod:`continual.replay.er`: ER, DER++).
+
+Every name of both is importable from here (``from continual.replay import ER, ReservoirBuffer``).
+Importing this package registers the strategies ``replay``, ``der++`` and ``ewc+replay``.
+"""
+
+from .buffers import (
+    BUFFERS, IGNORE_LABEL, SELECTIONS, Buffer, ClassBalancedBuffer, ExperienceBalancedBuffer, ReservoirBuffer, Samples,
+    available_memory, balanced_quotas, check_memory, embed, herding, make_buffer,
+)
+from .er import DERpp, ER
+
+__all__ = [
+    "BUFFERS", "Buffer", "ClassBalancedBuffer", "DERpp", "ER", "ExperienceBalancedBuffer", "IGNORE_LABEL",
+    "ReservoirBuffer", "SELECTIONS", "Samples", "available_memory", "balanced_quotas", "check_memory", "embed", "herding",
+    "make_buffer",
+]
+
+# Replay combined with a regularizer (EWC's and replay's plugins together; each keeps its settings).
+from .. import regularizers as _regularizers  # noqa: E402,F401  (registers ewc before it is composed)
+from ..strategies import compose as _compose, register as _register  # noqa: E402
+
+_register(_compose("ewc", "replay", summary="EWC (Kirkpatrick et al. 2017) + experience replay (Chaudhry et al. 2019)"))
