@@ -240,6 +240,7 @@ LIMITS: dict[str, Range] = {
     "seed": Range(0, SEED_MAX),
     "lr_decay": Range(0, 1, low_open=True),
 }
+"""The accepted range of each numeric :class:`RunConfig` field, checked by :meth:`RunConfig.resolve`."""
 CLASSIFIERS = ("linear", "nme", "both")
 
 
@@ -271,7 +272,6 @@ def _resolve_cut(cfg: RunConfig, bench, *, num_experiences_given: bool) -> RunCo
         raise ContinualError(f"num_experiences={cfg.num_experiences} does not match the cut into {len(sizes)} experiences "
                              f"({sizes}); leave num_experiences out")
     return dataclasses.replace(cfg, num_experiences=len(sizes))
-"""The accepted range of each numeric :class:`RunConfig` field, checked by :meth:`RunConfig.resolve`."""
 
 
 def _check_class_order(order: object, bench) -> None:
@@ -601,10 +601,7 @@ def run(
     if resume is not None:
         extra["resumed"] = True
     test_sizes = [e.num_test for e in stream]
-    main = str(getattr(cfg, "classifier", None) or "linear")
-    main = "linear" if main == "both" else main  # the classifier of acc; trainer.matrices holds the others
-    classifiers = {str(name): classifier_record(m, test_sizes)
-                   for name, m in (getattr(trainer, "matrices", None) or {}).items() if m is not acc and name != main}
+    classifiers = {name: classifier_record(m, test_sizes) for name, m in trainer.matrices.items()}  # those besides acc's
     extra["memory"] = memory_ledger(model, plugins)
     extra["by_step"] = by_step(acc.values, test_sizes)  # seen / old / new classes' accuracy after each step
     env = environment(device)

@@ -232,26 +232,18 @@ def test_table_with_class_il_columns_and_classifier_rows():
 
 
 def test_run_records_extra_classifiers(tmp_path):
-    # The trainer exposes extra classifiers' matrices as trainer.matrices (the main one may be among them).
-    from continual.metrics import AccuracyMatrix
-    from continual.trainer import Trainer
-
-    original = Trainer.run
-
-    def run_with_nme(self, stream, **kwargs):
-        acc = original(self, stream, **kwargs)
-        self.matrices = {"linear": acc, "nme": AccuracyMatrix.from_rows(acc.values / 2)}
-        return acc
-
-    with mock.patch.object(Trainer, "run", run_with_nme):
-        r = run(RunConfig(epochs=1, device="cpu"))
+    """classifier='both': the linear head's matrix is the run's, NME's is recorded beside it (with
+    the same random-init row: no class mean exists before training) and shown as its own row."""
+    r = run(RunConfig(epochs=1, device="cpu", classifier="both"))
     back = load_result(save_result(r, tmp_path / "r.json"))
     assert list(back.classifiers) == ["nme"]
     nme = back.classifiers["nme"]
-    assert nme["acc_matrix"] == [[v / 2 for v in row] for row in r.acc_matrix]
-    assert all(math.isnan(v) for v in nme["random_init"]) and "forward_transfer" not in nme["metrics"]
-    assert nme["metrics"]["last_accuracy"] == pytest.approx(r.metrics["last_accuracy"] / 2)
+    assert len(nme["acc_matrix"]) == 5 and nme["acc_matrix"] != r.acc_matrix and nme["random_init"] == r.random_init
+    assert nme["metrics"]["last_accuracy"] == pytest.approx(nme["by_step"]["seen"][-1], abs=1e-9)
     assert [row["strategy"] for row in summarize([back])] == ["finetune (linear)", "finetune (nme)"]
+    only = run(RunConfig(epochs=1, device="cpu", classifier="nme"))
+    assert only.acc_matrix == nme["acc_matrix"] and list(only.classifiers) == ["linear"]
+    assert only.classifiers["linear"]["acc_matrix"] == r.acc_matrix
 
 
 def test_classifier_record():
