@@ -16,6 +16,10 @@ A sweep file::
     joint = {}
     cumulative = {}
 
+A list expands the grid, so a setting whose value is itself a list (``increments``,
+``milestones``, ``classes``, an explicit ``class_order``) is written as text, ``increments =
+"50,10,10,10,10,10"``, or as a list of lists to sweep over several, ``milestones = [[60], [60, 120]]``.
+
 Each run's folder is ``out/<hash>`` where the hash is taken over the resolved configuration
 (every default filled in), saved beside the result as ``config.json``; a run whose
 ``result.json`` exists and is valid is skipped when the sweep is started again. Runs execute

@@ -59,6 +59,16 @@ def test_grid_over_strategy_parameters_labels_the_runs(tmp_path):
         del STRATEGIES["toy-grid"]
 
 
+def test_list_settings_in_a_sweep_are_text_or_a_list_of_lists():
+    """A list expands the grid, so a list-valued setting (increments, milestones, classes) is given
+    as text, or as a list of lists to sweep over several."""
+    sweep = Sweep.from_dict({"seeds": [0], "base": {"increments": "4,3,3", "lr_schedule": "step", "epochs": 3,
+                                                    "milestones": [[1], [1, 2]]}, "strategies": {"finetune": {}}})
+    configs = sweep.configs()
+    assert [c.increments for c in configs] == [[4, 3, 3]] * 2 and [c.milestones for c in configs] == [[1], [1, 2]]
+    assert all(c.num_experiences == 3 for c in configs)
+
+
 @pytest.mark.parametrize("obj, message", [
     ({"strategies": {}}, "at least one strategy"),
     ({"strategies": {"finetune": {}}, "seeds": 0}, "seeds=0"),

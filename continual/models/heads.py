@@ -401,8 +401,10 @@ def head_size(model: nn.Module) -> int | dict[int, int] | None:
 class HeadExpansion:
     """Plugin: grow the model's heads before each experience and record their size after it.
 
-    ``before_experience`` returns the new rows' parameters, which the trainer adds to its
-    optimizer (old parameters, and their optimizer state, are untouched). ``report()`` gives
+    ``before_experience`` grows the heads and returns the parameters of new task heads (a
+    multi-head model), which the trainer adds to its optimizer; a class-incremental head's rows
+    coming into use reach the optimizer through :func:`sync_optimizer`, which the trainer calls
+    next (old parameters, and their optimizer state, are untouched). ``report()`` gives
     ``{"sizes": [size after experience 0, 1, ...]}`` (an int per experience, or a dict
     task id -> outputs for a multi-head model).
 
