@@ -467,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", default="constant", help="constant, step (needs --milestones) or cosine, within each experience")
     p.add_argument("--milestones", default=None, metavar="E,E,...", help="epochs at which a step schedule multiplies the lr by --lr-decay")
     p.add_argument("--lr-decay", type=float, default=0.1, help="factor of each step milestone (default 0.1)")
-    p.add_argument("--classifier", default="linear", help="linear (the head's argmax), nme (nearest mean of exemplars) or both "
-                   "(both matrices recorded); class-incremental")
+    p.add_argument("--classifier", default=None, help="linear (the head's argmax), nme (nearest mean of exemplars) or both "
+                   "(both matrices recorded); class-incremental; default: the strategy's (nme for iCaRL, else linear)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a strategy hyperparameter or config field")
     p.add_argument("--label", default=None, help="name shown in tables and plots (default: the strategy)")

@@ -66,7 +66,8 @@ class RunConfig:
         lr_decay: the factor of each ``"step"`` milestone.
         classifier: the evaluation classifier: ``"linear"`` (the model's argmax), ``"nme"``
             (nearest mean of exemplars, class-incremental only) or ``"both"`` (the result records
-            both matrices, the linear one first).
+            both matrices, the linear one first); default: the strategy's (``"nme"`` for iCaRL,
+            ``"linear"`` otherwise).
         eval_batch_size: evaluation batch size.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         seed: seeds the model initialisation, the batch order and seeded stream choices.
@@ -94,7 +95,7 @@ class RunConfig:
     lr_schedule: str = "constant"
     milestones: list[int] = field(default_factory=list)
     lr_decay: float = 0.1
-    classifier: str = "linear"
+    classifier: str | None = None
     eval_batch_size: int = 1024
     device: str = "auto"
     seed: int = 0
@@ -153,6 +154,7 @@ class RunConfig:
             lr=self.lr if self.lr is not None else bench.lr,
             batch_size=self.batch_size if self.batch_size is not None else bench.batch_size,
             params=strategy.params(self.params),
+            classifier=self.classifier if self.classifier is not None else strategy.classifier,
         )
         for key, limit in LIMITS.items():
             value = getattr(resolved, key)

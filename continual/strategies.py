@@ -113,6 +113,8 @@ class Strategy:
         comes_before: strategies that must come after this one in a combination (BiC before
             LwF: LwF's frozen copy must carry the bias correction, and a resumed run rebuilds
             it only in that order).
+        classifier: the evaluation classifier the method predicts with in its paper (``"nme"``
+            for iCaRL), the run's default when ``RunConfig.classifier`` is not given.
     """
 
     name: str
@@ -125,6 +127,7 @@ class Strategy:
     limits: Mapping[str, Limit] = field(default_factory=dict)
     past_classes: bool = False
     comes_before: tuple[str, ...] = ()
+    classifier: str = "linear"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -253,7 +256,8 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
     return Strategy("+".join(names), summary or " + ".join(p.name for p in parts), defaults=defaults, make_plugins=make_plugins,
                     prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts),
                     limits=limits, past_classes=any(p.past_classes for p in parts),
-                    comes_before=tuple(n for p in parts for n in p.comes_before))
+                    comes_before=tuple(n for p in parts for n in p.comes_before),
+                    classifier=next((p.classifier for p in parts if p.classifier != "linear"), "linear"))
 
 
 register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))

@@ -6,7 +6,7 @@
 evaluating every experience's test split after each one (and once before training, for forward
 transfer).
 
-Plugins see six hooks; each is optional and returns what it adds rather than editing the trainer:
+Plugins see seven hooks; each is optional and returns what it adds rather than editing the trainer:
 
 - ``before_experience(model, experience)`` -> new parameters for the optimizer, or ``None``
   (a new task head returns its parameters here; a class-incremental head's growth reaches the
@@ -17,6 +17,8 @@ Plugins see six hooks; each is optional and returns what it adds rather than edi
   ``x`` is in its stored dtype, before the transform;
 - ``penalty(model, x=, y=, t=, out=)`` -> a scalar tensor added to the loss, or ``None``
   (regularizers); ``x`` is the transformed batch and ``out`` the model's logits on it;
+- ``before_step(model)``, after the backward pass and before the optimizer step: the only hook
+  that may change the gradients in place (A-GEM's projection);
 - ``after_step(model)`` (path-integral methods);
 - ``after_experience(model, experience)`` (consolidate importances, fill a buffer).
 
@@ -30,6 +32,10 @@ Checkpoints: a plugin with state has ``state_dict()`` (tensors and plain values)
 take ``load_state_dict(state, *, model=...)``: on resume it is handed the trainer's model, already
 rebuilt to the checkpoint's architecture by the plugins before it (a grown head), as the template
 for its copy. Every registered strategy resumes to the matrix of an uninterrupted run (tested).
+
+A plugin with ``resets_model = True`` (GDumb) re-initialises the model's parameters in its
+``before_experience``; the trainer then clears the optimizer's state (momentum, Adam's moments and
+step counts) before training on the experience.
 
 Evaluation classifiers: a plugin with a ``classifier`` name and ``predict(model, x, t)``
 (predicted labels ``(B,)`` for a transformed batch) is evaluated after each experience beside the
@@ -65,7 +71,7 @@ from .metrics import AccuracyMatrix
 from .models import forward, sync_optimizer
 from .streams import Experience, Stream, concat
 
-HOOKS = ("before_experience", "experience_data", "batch", "penalty", "after_step", "after_experience")
+HOOKS = ("before_experience", "experience_data", "batch", "penalty", "before_step", "after_step", "after_experience")
 LR_SCHEDULES = ("constant", "step", "cosine")
 Schedule = Literal["sequential", "cumulative", "joint"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
@@ -89,6 +95,9 @@ class Plugin:
         return None
 
     def penalty(self, model: nn.Module, *, x: Tensor, y: Tensor, t: Tensor, out: Tensor) -> Tensor | None:
+        return None
+
+    def before_step(self, model: nn.Module) -> None:
         return None
 
     def after_step(self, model: nn.Module) -> None:
@@ -387,6 +396,8 @@ class Trainer:
             if new:
                 self._add_group(list(new))
         sync_optimizer(self.model, self.optimizer)  # a class-incremental head's growth
+        if any(getattr(p, "resets_model", False) for p in self.plugins):
+            self.optimizer.state.clear()  # the model was re-initialised: no momentum or moments carry over
         for _, hook in hooks["experience_data"]:
             chosen = hook(experience)
             if chosen is not None:
@@ -427,6 +438,10 @@ class Trainer:
                     plugin_time += time.perf_counter() - h0
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                for _, hook in hooks["before_step"]:
+                    h0 = time.perf_counter()
+                    hook(model)
+                    plugin_time += time.perf_counter() - h0
                 opt.step()
                 for _, hook in hooks["after_step"]:
                     h0 = time.perf_counter()
