@@ -33,9 +33,13 @@ take ``load_state_dict(state, *, model=...)``: on resume it is handed the traine
 rebuilt to the checkpoint's architecture by the plugins before it (a grown head), as the template
 for its copy. Every registered strategy resumes to the matrix of an uninterrupted run (tested).
 
-A plugin with ``resets_model = True`` (GDumb) re-initialises the model's parameters in its
-``before_experience``; the trainer then clears the optimizer's state (momentum, Adam's moments and
-step counts) before training on the experience.
+A plugin may also replace the training loss: ``criterion(out, y) -> Tensor`` instead of
+``F.cross_entropy(out, y)`` (at most one plugin; ER-ACE's asymmetric cross-entropy, iCaRL's
+binary cross-entropy). A plugin with ``rebuilds_optimizer = True`` (DER, which adds a backbone
+and freezes the old ones; GDumb, which re-initialises the model) gets a new optimizer, of the
+same kind and settings, over the parameters that require gradients, at the start of every
+experience, as PyCIL builds one per task; no optimizer state carries over between experiences,
+and a resumed run does not load one.
 
 Evaluation classifiers: a plugin with a ``classifier`` name and ``predict(model, x, t)``
 (predicted labels ``(B,)`` for a transformed batch) is evaluated after each experience beside the
@@ -253,12 +257,15 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.generator = torch.Generator().manual_seed(seed)  # on the CPU: same batch order on every device
         self.augment_generator = torch.Generator(device=self.device).manual_seed(seed)  # for on-device augmentation
-        params = [p for p in self.model.parameters()]
-        if optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        self._optimizer_settings = (optimizer, lr, momentum, weight_decay)
+        self.optimizer = self._new_optimizer(list(self.model.parameters()))
         self._hooks = {name: _hooks(self.plugins, name) for name in HOOKS}
+        criteria = [p for p in self.plugins if callable(getattr(p, "criterion", None))]
+        if len(criteria) > 1:
+            raise ContinualError(f"plugins {', '.join(getattr(p, 'name', type(p).__name__) for p in criteria)} each replace the "
+                                 "training loss (criterion); at most one may")
+        self._criterion = criteria[0].criterion if criteria else F.cross_entropy
+        self._rebuilds = any(getattr(p, "rebuilds_optimizer", False) for p in self.plugins)
         self.classifiers = {p.classifier: p for p in self.plugins if getattr(p, "classifier", None) and callable(getattr(p, "predict", None))}
         if classifier != "linear" and classifier not in self.classifiers:
             raise ContinualError(f"classifier {classifier!r} has no plugin; expected 'linear'"
@@ -271,6 +278,12 @@ class Trainer:
         self._added_groups: list[list[str]] = []  # names of the parameters of each group added by plugins
 
     # ----------------------------------------------------------------- helpers
+    def _new_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        kind, lr, momentum, weight_decay = self._optimizer_settings
+        if kind == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
     def _emit(self, event: str, **info) -> None:
         for cb in self.callbacks:
             cb(event, info)
@@ -367,12 +380,13 @@ class Trainer:
         sync_optimizer(self.model, self.optimizer)  # a head reallocated by its regrowth
         self.model.load_state_dict(state["model"])
         params = dict(self.model.named_parameters())
-        for names in state["added_groups"][len(self._added_groups):]:
+        for names in ([] if self._rebuilds else state["added_groups"][len(self._added_groups):]):
             if any(n not in params for n in names):
                 raise ContinualError("cannot resume: the checkpoint's optimizer holds parameters the model does not have "
                                      f"({', '.join(n for n in names if n not in params)})")
             self._add_group([params[n] for n in names])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if not self._rebuilds:  # otherwise the next experience starts with a new optimizer anyway
+            self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.augment_generator.set_state(state["augment_generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -396,8 +410,9 @@ class Trainer:
             if new:
                 self._add_group(list(new))
         sync_optimizer(self.model, self.optimizer)  # a class-incremental head's growth
-        if any(getattr(p, "resets_model", False) for p in self.plugins):
-            self.optimizer.state.clear()  # the model was re-initialised: no momentum or moments carry over
+        if self._rebuilds:  # a new optimizer over the parameters that train now (DER, GDumb)
+            self.optimizer = self._new_optimizer([p for p in self.model.parameters() if p.requires_grad])
+            self._added_groups = []
         for _, hook in hooks["experience_data"]:
             chosen = hook(experience)
             if chosen is not None:
@@ -428,7 +443,7 @@ class Trainer:
                     plugin_time += time.perf_counter() - h0
                 xb = transform(x, train=True, generator=self.augment_generator)
                 out = self.logits(xb, t)
-                loss = F.cross_entropy(out, y)
+                loss = self._criterion(out, y)
                 for name, hook in hooks["penalty"]:
                     h0 = time.perf_counter()
                     extra = hook(model, x=xb, y=y, t=t, out=out)

@@ -318,3 +318,45 @@ def test_evaluation_classifiers_record_their_own_matrices(stream):
     assert np.array_equal(acc_zero.values, zero.values) and np.array_equal(main.matrices["linear"].values, acc.values)
     with pytest.raises(ContinualError, match="classifier 'nme' has no plugin; expected 'linear', 'zero'"):
         make_trainer([Constant()], classifier="nme")
+
+
+class HalfLoss(Plugin):
+    """Replaces the training loss by half the cross-entropy."""
+
+    def criterion(self, out, y):
+        return 0.5 * nn.functional.cross_entropy(out, y)
+
+
+def test_a_plugin_criterion_replaces_the_loss_and_only_one_may(stream):
+    a, b = make_trainer([HalfLoss()], epochs=1), make_trainer([], epochs=1, lr=0.05)  # half the loss = half the lr for SGD
+    a.fit(stream[0])
+    b.fit(stream[0])
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ContinualError, match="each replace the training loss"):
+        make_trainer([HalfLoss(), HalfLoss()])
+
+
+class Rebuild(Plugin):
+    rebuilds_optimizer = True  # the trainer builds a new optimizer at each experience
+
+
+class Grad(Plugin):
+    """Zeroes every gradient before the step (the before_step hook may change gradients)."""
+
+    def before_step(self, model):
+        for p in model.parameters():
+            p.grad.zero_()
+
+
+def test_before_step_sees_and_may_change_the_gradients_and_rebuilt_optimizers_start_fresh(stream):
+    trainer = make_trainer([Grad()], epochs=1)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit(stream[0])
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before))  # zero gradients: no step moved them
+    trainer = make_trainer([Rebuild()], epochs=1, momentum=0.9)
+    trainer.fit(stream[0])
+    first = trainer.optimizer
+    assert first.state  # momentum buffers after the first experience
+    trainer.fit(stream[1])
+    assert trainer.optimizer is not first
