@@ -242,7 +242,7 @@ class DER(Plugin):
     :class:`~continual.models.HeadExpansion` before it (the run adds one for a growing head).
 
     ``report()`` gives ``{"extractors", "feature_width": [per experience], "parameters": [model
-    parameters after each experience], "gamma": [weight aligning, None where none], "aux_weight",
+    parameters after each experience], "trainable_parameters": [of which trained then], "gamma": [weight aligning, None where none], "aux_weight",
     "weight_align", ...the buffer's report}``.
 
     Args:
@@ -268,6 +268,7 @@ class DER(Plugin):
         self.known: list[int] = []  # classes of the experiences trained on
         self.widths: list[int] = []  # feature width after each experience
         self.param_counts: list[int] = []  # model parameters after each experience
+        self.trainable_counts: list[int] = []  # of which trained in that experience (newest extractor, head)
         self.gammas: list[float | None] = []
         self._aux_map: Tensor | None = None  # label -> auxiliary target (0: an old class)
         self._new: list[int] = []
@@ -328,10 +329,12 @@ class DER(Plugin):
         self.gammas.append(gamma)
         self.widths.append(model.num_features)
         self.param_counts.append(sum(p.numel() for p in model.parameters()))
+        self.trainable_counts.append(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     # -------------------------------------------------------------- records
     def report(self) -> dict:
         out = {"extractors": len(self.widths), "feature_width": list(self.widths), "parameters": list(self.param_counts),
+               "trainable_parameters": list(self.trainable_counts),
                "gamma": list(self.gammas), "aux_weight": self.aux_weight, "weight_align": self.weight_align}
         return {**(self.buffer.report() if self.buffer is not None else {}), **out}
 
@@ -345,6 +348,7 @@ class DER(Plugin):
             "known": torch.tensor(self.known, dtype=torch.long),
             "widths": torch.tensor(self.widths, dtype=torch.long),
             "parameters": torch.tensor(self.param_counts, dtype=torch.long),
+            "trainable_parameters": torch.tensor(self.trainable_counts, dtype=torch.long),
             "gamma": torch.tensor([math.nan if g is None else g for g in self.gammas], dtype=torch.float64),
             "buffer": self.buffer.state_dict() if self.buffer is not None else {},
         }
@@ -356,6 +360,7 @@ class DER(Plugin):
         self.known = state["known"].tolist()
         self.widths = state["widths"].tolist()
         self.param_counts = state["parameters"].tolist()
+        self.trainable_counts = state["trainable_parameters"].tolist()
         self.gammas = [None if math.isnan(g) else g for g in state["gamma"].tolist()]
         if self.buffer is not None and state["buffer"]:
             self.buffer.load_state_dict(state["buffer"])

@@ -1,7 +1,6 @@
 """DER (continual/expansion.py): growth of the extractors and the head, frozen parts, the
 auxiliary head's targets, masking, resume, and a small split-digits run against fine-tuning."""
 
-import contextlib
 import copy
 
 import pytest
@@ -190,6 +189,10 @@ def test_der_resumes_to_the_uninterrupted_matrix(model, tmp_path):
     assert resumed.extra["der"] == whole.extra["der"]
     assert whole.extra["der"]["feature_width"][-1] == 4 * whole.extra["der"]["feature_width"][0]
     assert whole.extra["memory"]["model_parameters"] == 4 * whole.extra["der"]["parameters"][-1]  # float32
+    der = whole.extra["der"]
+    assert der["gamma"][0] is None and all(isinstance(g, float) and g > 0 for g in der["gamma"][1:])  # PyCIL aligns from task 2
+    assert der["trainable_parameters"][0] == der["parameters"][0]
+    assert all(t < p for t, p in zip(der["trainable_parameters"][1:], der["parameters"][1:]))
 
 
 @pytest.mark.xfail(raises=RuntimeError, strict=True,
