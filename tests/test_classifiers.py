@@ -609,3 +609,27 @@ def test_on_cuda_the_split_is_the_cpus_and_every_plugin_runs_on_the_device():
     assert nme.means.device.type == "cuda" and bic.val_x.device.type == "cuda"
     assert bic.report()["val_samples_per_class"] == [0, 10] and wa.gammas[1] is not None
     assert acc.values[-1].min() >= 0
+
+
+def test_nme_drops_means_of_another_feature_width():
+    """DER widens the features each experience: means of the old width cannot be compared and go."""
+    from continual.classifiers import NearestMeanClassifier
+
+    class Widening(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.width = 2
+
+        def features(self, x):
+            return x[:, : self.width]
+
+        def forward(self, x):
+            return self.features(x)
+
+    stream = split(synthetic(num_features=4, seed=0), 2)
+    model, nme = Widening(), NearestMeanClassifier()
+    nme.after_experience(model, stream[0])
+    assert nme.means.shape[1] == 2 and int(nme.present.sum()) == 5
+    model.width = 4
+    nme.after_experience(model, stream[1])
+    assert nme.means.shape[1] == 4 and nme.present.tolist() == [False] * 5 + [True] * 5

@@ -195,14 +195,11 @@ def test_der_resumes_to_the_uninterrupted_matrix(model, tmp_path):
     assert all(t < p for t, p in zip(der["trainable_parameters"][1:], der["parameters"][1:]))
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True,
-                   reason="NearestMeanClassifier keeps old class means of the old feature width (continual/classifiers/nme.py "
-                          "after_experience); DER widens the features each experience. Remove this mark once NME drops "
-                          "means of another width.")
 def test_der_with_the_nme_classifier_uses_its_exemplars():
     r = run(RunConfig(strategy="der", epochs=1, num_experiences=3, device="cpu", seed=0, classifier="both",
                       params={"mem": 30}))
     assert list(r.classifiers) == ["nme"] and r.extra["memory"]["num_exemplars"] == 30
+    assert r.extra["nme"]["classes_with_mean"] == 10  # every class has a mean, in the widest feature space
 
 
 def test_der_beats_finetune_on_split_digits():

@@ -118,6 +118,8 @@ class NearestMeanClassifier(Plugin):
         if len(y) == 0:
             return
         feats = embed(model, x, t, experience.transform)  # (N, D), eval mode
+        if self.means is not None and self.means.shape[1] != feats.shape[1]:
+            self.means = self.present = None  # the features widened (DER's new extractor): old means are of another space
         width = int(y.max()) + 1  # one host sync per experience
         if self.means is not None:
             width = max(width, self.means.shape[0])
