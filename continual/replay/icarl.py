@@ -65,7 +65,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ContinualError
-from ..models import forward
 from ..strategies import Range, Strategy, register
 from ..streams import Experience
 from ..trainer import Plugin
