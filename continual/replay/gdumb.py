@@ -27,6 +27,10 @@ Choices:
       drawn up front from the same generator (saved with the memory).
     - Ties for the largest class go to the smallest label. The comparison ``count < k / |Y|`` is
       made exactly, in integers (``count * |Y| < k``).
+    - As Algorithm 1 is written, a full and balanced memory takes no sample of a class it already
+      holds its share of: in a domain-incremental stream (no new class after the first
+      experience) the memory keeps the first experience's samples. That is the paper's sampler,
+      not a bug; GDumb was evaluated on class- and task-incremental formulations.
     - Default ``mem=500``: the paper's MNIST formulation with ``k = 500`` (Table 3; the
       repository's ``scripts/replicate.sh`` also runs 300 and 4400). The bundled digits' training
       split has about 1400 samples, so the memory holds about a third of them.
