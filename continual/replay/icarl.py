@@ -119,7 +119,7 @@ def icarl_bce(out: Tensor, y: Tensor, old: Tensor | None, *, seen: Tensor, old_c
     0.2201
     """
     valid = torch.isfinite(out) & seen[: out.shape[1]]  # (B, C) entries that take part
-    target = F.one_hot(y, out.shape[1]).to(out.dtype)  # (B, C)
+    target = torch.zeros_like(out).scatter_(1, y[:, None], 1.0)  # (B, C) one-hot (F.one_hot checks the labels on the host)
     if old is not None and old_classes is not None:
         w = min(old.shape[1], out.shape[1])
         distil = torch.zeros_like(valid)
@@ -165,7 +165,7 @@ def icarl_softmax_kd(out: Tensor, y: Tensor, old: Tensor | None, *, seen: Tensor
 def _bce_prefix(out: Tensor, y: Tensor, old: Tensor | None, num_seen: int, num_old: int) -> Tensor:
     """:func:`icarl_bce` when the classes seen are ``0..num_seen-1``, the old ones ``0..num_old-1`` and
     no logit among them is masked (class-incremental streams): PyCIL's expression, in fewer operations."""
-    target = F.one_hot(y, num_seen).to(out.dtype)  # (B, n)
+    target = out.new_zeros(len(y), num_seen).scatter_(1, y[:, None], 1.0)  # (B, n) one-hot
     if old is not None and num_old:
         target = torch.cat([torch.sigmoid(old[:, :num_old].to(out.dtype)), target[:, num_old:]], 1)
     return F.binary_cross_entropy_with_logits(out[:, :num_seen], target)
