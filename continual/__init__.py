@@ -39,6 +39,9 @@ from .regularizers import EWC, L2, MAS, SI, LwF, combine
 from . import classifiers  # registers wa and bic
 from .classifiers import BiasCorrection, NearestMeanClassifier, WeightAligning
 from .ledger import memory_ledger
+from . import expansion  # registers der
+from .expansion import DER
+from .replay import GDumb, ICaRL
 
 __all__ = [
     "AccuracyMatrix", "BENCHMARKS", "Benchmark", "ClassBalancedBuffer", "ContinualError", "ConvNet", "DERpp", "Dataset", "ER",
@@ -53,5 +56,5 @@ __all__ = [
     "synthetic",
     "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
     "BiasCorrection", "NearestMeanClassifier", "WeightAligning", "classifiers", "last_accuracy", "memory_ledger",
-    "old_new_accuracy", "seen_accuracy_curve",
+    "old_new_accuracy", "seen_accuracy_curve", "DER", "GDumb", "ICaRL", "expansion",
 ]

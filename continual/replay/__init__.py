@@ -1,8 +1,10 @@
-"""Replay: buffers (:mod:`continual.replay.buffers`) and the plugins that replay from them
-(:mod:`continual.replay.er`: ER, DER++).
+"""Replay: buffers (:mod:`continual.replay.buffers`) and the methods that keep a memory:
+:mod:`continual.replay.er` (ER, DER++), :mod:`continual.replay.icarl` (iCaRL) and
+:mod:`continual.replay.gdumb` (GDumb).
 
-Every name of both is importable from here (``from continual.replay import ER, ReservoirBuffer``).
-Importing this package registers the strategies ``replay``, ``der++`` and ``ewc+replay``.
+Every name of the buffers and of ER/DER++ is importable from here (``from continual.replay import
+ER, ReservoirBuffer``). Importing this package registers the strategies ``replay``, ``der++``,
+``ewc+replay``, ``icarl`` and ``gdumb``.
 """
 
 from .buffers import (
@@ -22,3 +24,9 @@ from .. import regularizers as _regularizers  # noqa: E402,F401  (registers ewc 
 from ..strategies import compose as _compose, register as _register  # noqa: E402
 
 _register(_compose("ewc", "replay", summary="EWC (Kirkpatrick et al. 2017) + experience replay (Chaudhry et al. 2019)"))
+
+from . import gdumb, icarl  # noqa: E402,F401  (register their strategies)
+from .gdumb import GDumb  # noqa: E402
+from .icarl import ICaRL  # noqa: E402
+
+__all__ += ["GDumb", "ICaRL"]
