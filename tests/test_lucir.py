@@ -179,8 +179,8 @@ def test_the_plugin_penalty_is_the_weighted_sum_of_the_terms():
     value.backward()
     assert model.head.sigma.grad is None or model.head.sigma.grad.abs().sum() == 0  # the terms do not use the scale
     with torch.no_grad():
-        lucir.old_model(x)
-    assert lucir._features is None  # the frozen copy's forward is not recorded
+        lucir.old_model.train()(x)
+    assert lucir._features is None and not lucir.old_model.head._forward_hooks  # the frozen copy is not watched
 
 
 def test_adaptive_lambda_and_k_follow_the_experiences():

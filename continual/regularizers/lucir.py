@@ -294,9 +294,11 @@ class LUCIR(RegularizerBase):
         if features is None or features.shape[0] != x.shape[0]:
             features = model.features(x)  # (B, d)
         with torch.no_grad():
-            old_features = self.old_model.features(x)  # (B, d)
-        lf = less_forget_loss(features, old_features)
-        mr = margin_ranking_loss(head.cosine(features), y, self._old_mask, self._new_mask, margin=self.margin, k=self._k)
+            old_features = F.normalize(self.old_model.features(x), dim=1)  # (B, d)
+        features = F.normalize(features, dim=1)  # normalised once for both terms
+        lf = (1.0 - (features * old_features).sum(1)).mean()  # less_forget_loss(features, old_features)
+        cos = features @ F.normalize(head.weight, dim=1).t()  # (B, capacity): head.cosine(features)
+        mr = margin_ranking_loss(cos, y, self._old_mask, self._new_mask, margin=self.margin, k=self._k)
         for key, value in (("less_forget", lf), ("margin", mr)):
             self._sums[key] = self._sums.get(key, 0) + value.detach()
         self._steps += 1
@@ -315,8 +317,16 @@ class LUCIR(RegularizerBase):
             self.terms[key].append(float(total) / max(self._steps, 1) if total is not None else 0.0)
         self.lambdas.append(self.lam if self.old_model is not None else 0.0)
         self._sums, self._steps, self._features, self._frozen = {}, 0, None, None
-        self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.old_model = self._frozen_copy(model)
         self.old_classes = sorted(set(self.old_classes) | {int(c) for c in experience.classes})
+
+    def _frozen_copy(self, model: nn.Module) -> nn.Module:
+        """A frozen copy of ``model`` in eval mode, without this plugin's recording hook."""
+        old = copy.deepcopy(model).eval().requires_grad_(False)
+        if self._hook is not None:
+            for m in old.modules():
+                m._forward_hooks.pop(self._hook.id, None)
+        return old
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Tensor]:
@@ -341,7 +351,7 @@ class LUCIR(RegularizerBase):
             if self.old_model is None:
                 if model is None:
                     raise ContinualError("LUCIR.load_state_dict needs model= (a model of the same architecture) to rebuild the frozen copy")
-                self.old_model = copy.deepcopy(model).eval().requires_grad_(False)
+                self.old_model = self._frozen_copy(model)
             self.old_model.load_state_dict(old)
         else:
             self.old_model = None
