@@ -295,3 +295,18 @@ def test_lucir_resumes_to_the_uninterrupted_matrix(tmp_path, classifier):
     assert resumed.acc_matrix == whole.acc_matrix
     assert resumed.penalties == whole.penalties and resumed.classifiers == whole.classifiers
     assert resumed.extra["lucir"] == whole.extra["lucir"]
+
+
+def test_the_head_must_grow_before_lucir_and_copies_share_the_hook():
+    import copy
+
+    stream, model = _tiny()
+    lucir = LUCIR(imprint=False)
+    lucir.before_experience(model, stream[0])
+    lucir.consolidate(model, stream[0])
+    with pytest.raises(ContinualError, match="grow the head first"):
+        lucir.before_experience(model, stream[1])  # HeadExpansion has not grown it for classes 2, 3
+    twin = copy.deepcopy(model)  # e.g. LwF's frozen copy: the hook is shared, the plugin not copied
+    assert list(twin.head._forward_hooks.values()) == list(model.head._forward_hooks.values())
+    twin.train()(stream[0].transform(stream[0].x_train[:3]))
+    assert lucir._features is None  # only the watched head records

@@ -188,6 +188,22 @@ class ExemplarReplay(Plugin):
         return self.buffer.report()
 
 
+class _Record:
+    """The forward hook that hands a cosine head's input (the features) to its :class:`LUCIR`, in
+    training mode only; a deep copy of the model (LUCIR's or LwF's frozen copy) shares it rather
+    than copying the plugin, and it ignores any head but the one it was registered on."""
+
+    def __init__(self, plugin: LUCIR) -> None:
+        self.plugin = plugin
+
+    def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
+        if module is self.plugin._head and module.training:
+            self.plugin._features = inputs[0]
+
+    def __deepcopy__(self, memo: dict) -> _Record:
+        return self
+
+
 class LUCIR(RegularizerBase):
     """LUCIR's less-forget constraint and margin ranking loss, on a model with a cosine head.
 
@@ -240,12 +256,7 @@ class LUCIR(RegularizerBase):
         if self._hook is not None:
             self._hook.remove()
         self._head = head
-
-        def record(module, inputs, output):  # a plain function: a deep copy of the model shares it, not copies it
-            if module is self._head and module.training:
-                self._features = inputs[0]
-
-        self._hook = head.register_forward_hook(record)
+        self._hook = head.register_forward_hook(_Record(self))
 
     @torch.no_grad()
     def before_experience(self, model: nn.Module, experience: Experience) -> None:
@@ -255,6 +266,9 @@ class LUCIR(RegularizerBase):
         self._watch(head)
         old = set(self.old_classes)
         new = sorted(set(experience.classes) - old)
+        if new and new[-1] >= head.num_classes:
+            raise ContinualError(f"the head has {head.num_classes} classes in use but experience {experience.index} brings class "
+                                 f"{new[-1]}: grow the head first (list HeadExpansion before LUCIR)")
         self.lam = adaptive_lambda(self.lambda_base, len(old), len(new)) if self.adapt_lambda else self.lambda_base
         device = head.weight.device
         self._old_mask = torch.zeros(head.capacity, dtype=torch.bool, device=device)
