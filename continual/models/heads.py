@@ -466,8 +466,9 @@ class CosineIncrementalClassifier(IncrementalClassifier):
     :class:`IncrementalClassifier`'s. :meth:`cosine` gives the scores before the scale (in [-1, 1]),
     which LUCIR's margin ranking loss uses.
 
-    Initialisation as the reference's ``CosineLinear.reset_parameters`` (authors' code
-    ``modified_linear.py``, copied in FACIL ``src/approach/lucir.py``): ``sigma = 1`` and rows drawn
+    Initialisation as the reference's ``CosineLinear.reset_parameters`` (mmasana/FACIL
+    ``src/approach/lucir.py``, copied from the authors' ``modified_linear.py``, hshustc/CVPR19_Incremental_Learning,
+    as JoyHuYY1412/DDE_CIL ``cifar100-class-incremental/modified_linear.py`` holds it): ``sigma = 1`` and rows drawn
     from ``U(-1/sqrt(in_features), 1/sqrt(in_features))``. That is exactly the distribution of a
     bias-free ``nn.Linear``'s default initialisation, which :meth:`IncrementalClassifier.grow`
     already draws for rows coming into use, so growth is inherited unchanged. (The authors' run

@@ -19,34 +19,48 @@ The exemplars are a class-balanced herding memory (iCaRL's selection) whose cont
 experience's training data (:class:`ExemplarReplay`), as the reference concatenates them to the
 training set; the training loss is the cross-entropy of the scaled cosine logits (the trainer's).
 
-Defaults and where they come from (``A``: the authors' code, hshustc/CVPR19_Incremental_Learning;
-``F``: FACIL, mmasana/FACIL ``src/approach/lucir.py``, which quotes the paper's Sec. 4.1):
+Defaults and where they come from. ``A``: the authors' code, hshustc/CVPR19_Incremental_Learning:
+``cifar100-class-incremental/run.sh`` (the LUCIR line: ``--nb_protos 20 --imprint_weights
+--less_forget --lamda 5 --adapt_lamda --mr_loss --dist 0.5 --K 2 --lw_mr 1``),
+``cifar100-class-incremental/class_incremental_cosine_cifar100.py`` (adaptive lambda, imprinting,
+the frozen old rows) and ``utils_incremental/incremental_train_and_eval_MR_LF.py`` (the loss).
+``F``: mmasana/FACIL ``src/approach/lucir.py``, which quotes the paper's Sec. 4.1.
 
-- ``lambda_base = 5`` (CIFAR-100; 10 for ImageNet): paper Sec. 4.1; A
-  ``cifar100-class-incremental/class_incremental_cosine_cifar100.py`` ``--lamda 5``; F ``--lamb 5``.
-- ``adapt_lambda = True``: A ``--adapt_lamda`` in every run script (``cur_lamda = args.lamda *
-  math.sqrt(lamda_mult)``, ``lamda_mult`` = old / new classes); F on unless ``--remove-adapt-lamda``.
-- ``margin = 0.5``, ``K = 2``: paper Sec. 4.1; A ``--dist 0.5 --K 2``; F ``--dist 0.5 --K 2``.
+- ``lambda_base = 5`` (CIFAR-100; 10 for ImageNet): paper Sec. 4.1 (quoted by F); A ``--lamda 5``;
+  F ``--lamb 5``.
+- ``adapt_lambda = True``: A ``--adapt_lamda`` (``cur_lamda = args.lamda * math.sqrt(lamda_mult)``,
+  ``lamda_mult`` = old / new classes); F on unless ``--remove-adapt-lamda``.
+- ``margin = 0.5``, ``K = 2``: paper Sec. 4.1 (quoted by F); A ``--dist 0.5 --K 2``; F ``--dist 0.5 --K 2``.
 - ``margin_weight = 1``: A ``--lw_mr 1``; F ``--lamb-mr 1`` ("set to 1 in the original code").
 - ``freeze_old = True``: A gives the old classes' rows (``fc.fc1``) learning rate 0 and weight
   decay 0 whenever the less-forget constraint is on; F freezes the previous heads likewise
   ("from original code"). Here the old rows are written back after each optimizer step, which
   keeps them exactly (whatever the optimizer's momentum or weight decay).
-- ``imprint = True``: A ``--imprint_weights`` in every run script: before training on new
-  classes, each new row is set to the normalised mean of the class's normalised features, times
-  the mean norm of the old rows. (F leaves it out: "not mentioned in the paper and doesn't seem
-  to make a significant difference".)
+- ``imprint = True``: A ``--imprint_weights``: before training on new classes, each new row is
+  set to the normalised mean of the class's normalised features (eval transform), times the mean
+  norm of the old rows. (F leaves it out: "not mentioned in the paper and doesn't seem to make a
+  significant difference".)
 - memory: 20 exemplars per class (``mem_per_class = 20``), herding: paper Sec. 4.1 as quoted by F
-  ("a constant number of samples for each old class (e.g. R_per=20)"); A ``--nb_protos 20``.
-  ``mem_per_class = 0`` gives a fixed total of ``mem`` (2000, the PyCIL-style protocol).
-- sigma initialised to 1 and new rows drawn from ``U(-1/sqrt(d), 1/sqrt(d))``: A and F
-  ``CosineLinear.reset_parameters`` (see the head's docstring).
+  ("a constant number of samples for each old class (e.g. R_per=20) (...) we adopt the first
+  strategy"); A ``--nb_protos 20``. ``mem_per_class = 0`` gives a fixed total of ``mem`` instead
+  (2000, the PyCIL-style protocol; at the end of CIFAR-100 both hold 2000).
+- sigma initialised to 1 and new rows drawn from ``U(-1/sqrt(d), 1/sqrt(d))``: F
+  ``CosineLinear.reset_parameters``, copied from A's ``modified_linear.py`` (the copy read:
+  JoyHuYY1412/DDE_CIL ``cifar100-class-incremental/modified_linear.py``).
+- the loss terms: A ``incremental_train_and_eval_MR_LF.py``: ``nn.CosineEmbeddingLoss()(cur_features,
+  ref_features, ones) * lamda`` on the features entering the head, and ``nn.MarginRankingLoss(
+  margin=dist)`` on the scores before the scale of old-class samples against their top-K
+  new-class scores, times ``lw_mr``.
 
 Deviations:
 
 - The ReLU before the features is kept (the paper removes the backbone's last ReLU so features
   may be negative; F does it for its ResNet-32 only). Our backbones are shared by every strategy.
-- Class-balanced fine-tuning (the paper's optional last stage, A ``cbf_*.py``) is not implemented.
+- Class-balanced fine-tuning (the paper's optional last stage, A
+  ``cifar100-class-incremental/cbf_class_incremental_cosine_cifar100.py``, with several
+  ``ft_flag`` variants) is not implemented.
+- The trainer keeps one optimizer across experiences (its schedule restarts with each), as for
+  every strategy; A builds a new SGD with ``MultiStepLR([80, 120])`` per experience.
 - The features and cosine scores of the current model are read from the trainer's own forward
   pass through a forward hook on the cosine head (as A reads them with hooks), so the penalty
   costs one forward of the frozen model and a (B, capacity) matrix product.
