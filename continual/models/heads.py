@@ -281,6 +281,8 @@ def unused_rows(model: nn.Module) -> dict[str, Tensor]:
         if isinstance(head, IncrementalClassifier):
             rows = head.unused_rows()
             for name, p in head.named_parameters(recurse=False):
+                if p.dim() == 0 or p.shape[0] != rows.shape[0]:  # not a per-row parameter (a cosine head's scale)
+                    continue
                 found[f"{prefix}.{name}" if prefix else name] = rows.view(-1, *([1] * (p.dim() - 1))).expand_as(p)
     return found
 
@@ -453,3 +455,69 @@ def _history(head: nn.Module) -> list:
     if isinstance(head, MultiHeadClassifier):
         return [[task, list(classes)] for task, classes in head.history]
     return list(head.sizes)
+
+
+class CosineIncrementalClassifier(IncrementalClassifier):
+    """A cosine-normalised growing head with a learnable scale (LUCIR, Hou et al., CVPR 2019, Eq. 4).
+
+    ``logits = sigma * <x / ||x||, w_c / ||w_c||>`` for each row ``c`` in use, no bias, ``-inf``
+    for rows not in use; everything else (fixed capacity, the active-classes mask, ``mask_past``,
+    :meth:`grow`, :func:`sync_optimizer`, :meth:`training_mask`, state and resume) is
+    :class:`IncrementalClassifier`'s. :meth:`cosine` gives the scores before the scale (in [-1, 1]),
+    which LUCIR's margin ranking loss uses.
+
+    Initialisation as the reference's ``CosineLinear.reset_parameters`` (mmasana/FACIL
+    ``src/approach/lucir.py``, copied from the authors' ``modified_linear.py``, hshustc/CVPR19_Incremental_Learning,
+    as JoyHuYY1412/DDE_CIL ``cifar100-class-incremental/modified_linear.py`` holds it): ``sigma = 1`` and rows drawn
+    from ``U(-1/sqrt(in_features), 1/sqrt(in_features))``. That is exactly the distribution of a
+    bias-free ``nn.Linear``'s default initialisation, which :meth:`IncrementalClassifier.grow`
+    already draws for rows coming into use, so growth is inherited unchanged. (The authors' run
+    scripts also "imprint" new rows from class-mean features: :class:`continual.regularizers.lucir.LUCIR`
+    does that, as an option, after the growth.)
+
+    Args:
+        in_features: size of the features it reads.
+        num_classes: classes in use at the start.
+        capacity: rows allocated ahead (see :class:`IncrementalClassifier`).
+        mask_past: see :class:`IncrementalClassifier`.
+        sigma: initial value of the learnable scale (the reference's 1).
+
+    Example:
+        >>> head = CosineIncrementalClassifier(4, 2, capacity=3)
+        >>> out = head(torch.randn(5, 4))
+        >>> out.shape, bool((out[:, :2].abs() <= 1).all()), out[:, 2].isinf().all().item()
+        (torch.Size([5, 3]), True, True)
+    """
+
+    def __init__(self, in_features: int, num_classes: int = 0, *, capacity: int | None = None, mask_past: bool = False,
+                 sigma: float = 1.0) -> None:
+        super().__init__(in_features, num_classes, capacity=capacity, bias=False, mask_past=mask_past)
+        self.sigma = nn.Parameter(torch.tensor([float(sigma)]))  # (1,), as the reference's Parameter(torch.Tensor(1))
+
+    @classmethod
+    def like(cls, head: IncrementalClassifier, *, sigma: float = 1.0) -> CosineIncrementalClassifier:
+        """A cosine head with ``head``'s capacity, classes in use, growth history, ``mask_past``
+        state, device and dtype; its rows in use are ``head``'s weight rows (the bias is dropped)."""
+        new = cls(head.in_features, 0, capacity=head.capacity, mask_past=head.mask_past, sigma=sigma)
+        new = new.to(device=head.weight.device, dtype=head.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(head.weight)
+            new.active.copy_(head.active)
+        new.weight.requires_grad_(head.weight.requires_grad)
+        new._num_classes = head.num_classes
+        new.history = list(head.history)
+        new._current = None if head._current is None else head._current.clone()
+        new._update_masks()
+        return new
+
+    def cosine(self, x: Tensor) -> Tensor:
+        """Cosine similarities ``(B, capacity)`` of ``x`` with every row, unscaled and unmasked."""
+        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.sigma * self.cosine(x)  # (B, capacity)
+        hide = self._hide_train if self.training else self._hide
+        return out if hide is None else out.masked_fill(hide, float("-inf"))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, cosine=True"
