@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +83,7 @@ from torch import Tensor, nn
 from .errors import ContinualError
 from .models import IncrementalClassifier
 from .models.backbones import Backbone
-from .replay.buffers import ClassBalancedBuffer
+from .replay.buffers import ClassBalancedBuffer, join_exemplars
 from .strategies import Context, Range, Strategy, register
 from .streams import Experience
 from .trainer import Plugin
@@ -296,12 +295,7 @@ class DER(Plugin):
     def experience_data(self, experience: Experience) -> Experience | None:
         """The experience's training data joined by the exemplars (PyCIL's ``appendent``)."""
         self._original = experience
-        if self.buffer is None or len(self.buffer) == 0:
-            return None
-        s = self.buffer.stored()
-        return replace(experience, x_train=torch.cat([experience.x_train, s.x.to(experience.x_train)]),
-                       y_train=torch.cat([experience.y_train, s.y.to(experience.y_train.device)]),
-                       t_train=torch.cat([experience.t_train, s.t.to(experience.t_train.device)]))
+        return None if self.buffer is None else join_exemplars(experience, self.buffer)
 
     def penalty(self, model: nn.Module, *, x: Tensor, y: Tensor, t: Tensor, out: Tensor) -> Tensor | None:
         if self._aux_map is None:

@@ -2,12 +2,12 @@
 
 from .backbones import HEADS, MLP, MODELS, Backbone, ConvNet, ResNet18, TorchvisionResNet18, build_model, forward
 from .heads import (
-    HeadExpansion, IncrementalClassifier, MultiHeadClassifier, RowChange, grow_head, growing_heads, head_size, sync_optimizer,
+    CosineIncrementalClassifier, HeadExpansion, IncrementalClassifier, MultiHeadClassifier, RowChange, grow_head, growing_heads, head_size, sync_optimizer,
     training_mask, unused_rows,
 )
 
 __all__ = [
     "Backbone", "ConvNet", "HEADS", "HeadExpansion", "IncrementalClassifier", "MLP", "MODELS", "MultiHeadClassifier",
     "ResNet18", "TorchvisionResNet18", "build_model", "forward", "grow_head", "growing_heads", "head_size",
-    "RowChange", "sync_optimizer", "training_mask", "unused_rows",
+    "CosineIncrementalClassifier", "RowChange", "sync_optimizer", "training_mask", "unused_rows",
 ]

@@ -77,3 +77,7 @@ __all__ = [
     "Combined", "DEFAULTS", "ESTIMATORS", "EWC", "L2", "LwF", "MAS", "QuadraticPenalty", "Regularizer",
     "RegularizerBase", "SI", "combine", "fisher_diagonal", "grad_stats", "mas_importance",
 ]
+
+from .lucir import LUCIR, ExemplarReplay, use_cosine_head  # noqa: E402  (registers lucir)
+
+__all__ += ["ExemplarReplay", "LUCIR", "use_cosine_head"]

@@ -73,7 +73,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +80,7 @@ from torch import Tensor, nn
 
 from ..errors import ContinualError
 from ..models.heads import CosineIncrementalClassifier, IncrementalClassifier, MultiHeadClassifier
-from ..replay.buffers import Buffer, embed, make_buffer
+from ..replay.buffers import Buffer, embed, join_exemplars, make_buffer
 from ..strategies import Range, Strategy, register
 from ..streams import Experience
 from ..trainer import Plugin
@@ -181,12 +180,7 @@ class ExemplarReplay(Plugin):
 
     def experience_data(self, experience: Experience) -> Experience | None:
         self._original = experience
-        if len(self.buffer) == 0:
-            return None
-        x, y, t, _ = self.buffer.stored()
-        return replace(experience, x_train=torch.cat([experience.x_train, x.to(experience.x_train.device)]),
-                       y_train=torch.cat([experience.y_train, y.to(experience.y_train.device)]),
-                       t_train=torch.cat([experience.t_train, t.to(experience.t_train.device)]))
+        return join_exemplars(experience, self.buffer)
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         self.buffer.update(self._original if self._original is not None else experience, model=model)

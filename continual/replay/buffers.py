@@ -32,6 +32,7 @@ of the per-batch path (reservoir insertion, replay sampling) synchronises with t
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -607,6 +608,25 @@ class ExperienceBalancedBuffer(_GroupBalancedBuffer):
 
     def _write_groups(self, groups: Tensor) -> None:
         self.experience[: len(groups)] = groups
+
+
+def join_exemplars(experience: Experience, buffer: Buffer) -> Experience | None:
+    """``experience`` with the buffer's stored samples appended to its training split: the
+    protocol of iCaRL, LUCIR and DER, which train on the new data and the exemplars together
+    rather than drawing a replay batch; ``None`` when the buffer is empty.
+
+    >>> from continual import split, synthetic
+    >>> e = split(synthetic(num_features=4, seed=0), 2)[0]
+    >>> buf = ClassBalancedBuffer(10); buf.update(e)
+    >>> join_exemplars(e, buf).num_train == e.num_train + 10, join_exemplars(e, ClassBalancedBuffer(10))
+    (True, None)
+    """
+    if len(buffer) == 0:
+        return None
+    s = buffer.stored()
+    dev = experience.x_train.device
+    return replace(experience, x_train=torch.cat([experience.x_train, s.x.to(dev)]), y_train=torch.cat([experience.y_train, s.y.to(dev)]),
+                   t_train=torch.cat([experience.t_train, s.t.to(dev)]))
 
 
 def make_buffer(

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Literal, get_args
 
 import torch
@@ -72,7 +71,7 @@ from ..errors import ContinualError
 from ..strategies import Range, Strategy, register
 from ..streams import Experience
 from ..trainer import Plugin
-from .buffers import SELECTIONS, ClassBalancedBuffer
+from .buffers import SELECTIONS, ClassBalancedBuffer, join_exemplars
 
 Loss = Literal["bce", "softmax-kd"]
 LOSSES: tuple[str, ...] = get_args(Loss)
@@ -240,12 +239,7 @@ class ICaRL(Plugin):
 
     def experience_data(self, experience: Experience) -> Experience | None:
         self._experience = experience
-        if len(self.buffer) == 0:
-            return None
-        ex = self.buffer.stored()
-        return replace(experience, x_train=torch.cat([experience.x_train, ex.x.to(experience.device)]),
-                       y_train=torch.cat([experience.y_train, ex.y.to(experience.device)]),
-                       t_train=torch.cat([experience.t_train, ex.t.to(experience.device)]))
+        return join_exemplars(experience, self.buffer)
 
     def _class_masks(self, device: torch.device, width: int) -> tuple[Tensor, Tensor]:
         if device not in self._masks or self._masks[device][0].shape[0] < width:
