@@ -74,11 +74,11 @@ def project(grads: list[Tensor], ref: list[Tensor]) -> Tensor:
         >>> project(g, r).item(), g[0].tolist()  # no conflict: unchanged
         (2.0, [1.0, 2.0])
     """
-    dot = sum((g * r).sum() for g, r in zip(grads, ref))  # g . g_ref over every tensor
-    ref_sq = sum((r * r).sum() for r in ref)  # g_ref . g_ref
-    coef = torch.where(dot < 0, dot / ref_sq.clamp(min=torch.finfo(ref_sq.dtype).tiny), 0.0)
+    dot = torch.stack([torch.dot(g.reshape(-1), r.reshape(-1)) for g, r in zip(grads, ref)]).sum()  # g . g_ref
+    ref_sq = torch.stack([torch.dot(r.reshape(-1), r.reshape(-1)) for r in ref]).sum()  # g_ref . g_ref
+    minus_coef = torch.where(dot < 0, -dot / ref_sq.clamp(min=torch.finfo(ref_sq.dtype).tiny), 0.0)  # 0 when no conflict
     for g, r in zip(grads, ref):
-        g.sub_(coef * r)
+        g.addcmul_(r, minus_coef)  # g -= coef * r
     return dot
 
 

@@ -128,9 +128,10 @@ def asymmetric_cross_entropy(out: Tensor, y: Tensor, *, num_incoming: int, seen:
     """
     B, C = num_incoming, out.shape[1]
     y_in = y[:B]
-    present = torch.zeros(C, dtype=torch.bool, device=out.device).index_fill_(0, y_in, True)  # (C,) no host sync
-    keep = present if seen is None else present | ~seen[:C]
-    loss = F.cross_entropy(out[:B].masked_fill(~keep, float("-inf")), y_in)
+    # (C,) the classes to mask in the incoming rows: seen, and absent from them (no host sync)
+    drop = torch.ones(C, dtype=torch.bool, device=out.device) if seen is None else seen[:C].clone()
+    drop.index_fill_(0, y_in, False)
+    loss = F.cross_entropy(out[:B].masked_fill(drop, float("-inf")), y_in)
     if len(y) > B:
         loss = loss + F.cross_entropy(out[B:], y[B:])
     return loss
@@ -183,8 +184,9 @@ class ERACE(Plugin):
             if self.seen is not None:
                 seen[: len(self.seen)] = self.seen
             self.seen = seen
-        self.seen[y[:B]] = True
-        return asymmetric_cross_entropy(out, y, num_incoming=B, seen=self.seen)
+        loss = asymmetric_cross_entropy(out, y, num_incoming=B, seen=self.seen)  # the classes present are kept either way
+        self.seen.index_fill_(0, y[:B], True)
+        return loss
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         if not self.buffer.per_batch:
