@@ -218,6 +218,25 @@ def test_agem_masks_the_memory_logits_to_the_task_in_the_task_scenario():
     assert result.extra["a-gem"]["steps_with_memory"] > 0
 
 
+# ------------------------------------------------------------------ behaviour
+def test_er_ace_forgets_clearly_less_than_finetune_class_incremental():
+    ft = run(RunConfig(strategy="finetune", scenario="class", device="cpu", seed=0)).metrics
+    ace = run(RunConfig(strategy="er-ace", scenario="class", device="cpu", seed=0)).metrics
+    assert ace["average_forgetting"] < ft["average_forgetting"] - 0.5
+    assert ace["final_average_accuracy"] > 0.8
+
+
+def test_agem_forgets_less_than_finetune_on_permuted_digits():
+    # Class-incremental A-GEM stays far below replay (about 0.3 final accuracy on split-digits with the
+    # benchmark's defaults, against about 0.9 for ER and ER-ACE); on a domain-incremental stream its
+    # projection clearly helps (seed 0 here: forgetting 0.19 -> 0.05, accuracy 0.75 -> 0.86).
+    cfg = dict(benchmark="permuted-digits", scenario="domain", num_experiences=4, epochs=2, device="cpu", seed=0)
+    ft = run(RunConfig(strategy="finetune", **cfg)).metrics
+    agem = run(RunConfig(strategy="a-gem", **cfg)).metrics
+    assert agem["average_forgetting"] < ft["average_forgetting"] - 0.07
+    assert agem["final_average_accuracy"] > ft["final_average_accuracy"] + 0.05
+
+
 # ------------------------------------------------------------------ resume (a copy of tests/test_resume.py's check)
 class Crash(Exception):
     pass

@@ -31,9 +31,10 @@ Deviations and choices:
       classes not in a running ``seen`` set, which is the same for such orders and right for any
       other. With the class-incremental head those logits are -inf anyway; with a fixed head they
       matter. The masked value is -inf (the library's convention; the authors use -1e9, Mammoth
-      ``finfo.min``: the same softmax). We follow the authors' task-free form: the mask and the
-      replay apply from the first step on (whenever the buffer holds samples); Mammoth applies
-      both only from the second task on. The buffer is a reservoir filled with the incoming
+      ``finfo.min``: the same softmax). We follow the authors' task-free form (``er_ace.py`` sets
+      ``task_free``, under which ``methods/er.py`` rehearses as soon as the buffer holds
+      samples): the mask and the replay apply from the first step on; Mammoth applies both only
+      from the second task on. The buffer is a reservoir filled with the incoming
       batch after the replay batch is drawn from it (both codes add after the step; no sample is
       replayed in the step it arrives either way), and the replay batch is as large as the
       incoming one by default (AML ``main.py``: ``batch_size = buffer_batch_size = 10``).
