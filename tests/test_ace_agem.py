@@ -130,7 +130,10 @@ def flat(tensors):
 
 
 def tiny_setup(train_labels, memory_labels, *, transform=Transform(mean=(0.5,), std=(2.0,))):
-    """A linear model, a memory of 6 samples (all used per reference gradient) and the training gradient in ``.grad``."""
+    """A linear model, a memory of 6 samples (all used per reference gradient) and the training gradient in ``.grad``.
+
+    The training experience's transform is not the identity, so a reference gradient computed on the
+    stored inputs without it would not match the one returned here."""
     torch.manual_seed(1)
     model = nn.Linear(3, 2)
     x = torch.randn(6, 3)
