@@ -1,9 +1,14 @@
-"""The replay plugins and strategies: ER and DER++ (and ``ewc+replay``).
+"""The replay plugins and strategies: ER, ER-ACE and DER++ (and ``ewc+replay``).
 
 References:
     - ER: A. Chaudhry et al., "On Tiny Episodic Memories in Continual Learning", 2019 (each
       training batch is joined by a replay batch drawn from a small episodic memory; the joined
       batch's mean cross-entropy is minimised).
+    - ER-ACE: L. Caccia et al., "New Insights on Reducing Abrupt Representation Change in Online
+      Continual Learning", ICLR 2022 (the asymmetric cross-entropy: the incoming samples' loss
+      only over the classes present in the incoming batch, the replayed samples' over all
+      classes). Code: the authors' ``pclucas14/AML:methods/er_ace.py`` (with ``methods/er.py``
+      and ``main.py``) and Mammoth's ``aimagelab/mammoth:models/er_ace.py``.
     - DER / DER++: P. Buzzega et al., "Dark Experience for General Continual Learning: a Strong,
       Simple Baseline", NeurIPS 2020 (the buffer also stores the logits the network gave a sample
       when it was stored; loss = CE(current) + alpha * MSE(replayed logits, stored logits)
@@ -17,6 +22,22 @@ Deviations and choices:
       part: the loss is the paper's. The MSE is averaged over the compared logits only: columns
       past a sample's stored width (a head that grew since) and logits masked to -inf (task
       scenario) are left out.
+    - ER-ACE's loss is ``CE(incoming, masked) + CE(replayed)``, the sum of the two batch means,
+      as both codes compute it (``inc_loss + re_loss``; Mammoth ``loss += loss_re``). For the
+      incoming rows the logits kept are the classes present among the incoming labels and the
+      classes not seen yet; classes seen before but absent from the batch are set to -inf.
+      Both codes keep "not seen yet" as ``mask[:, seen_so_far.max():] = 1`` (every index from
+      the largest seen label on, which assumes labels arrive in increasing order); we keep the
+      classes not in a running ``seen`` set, which is the same for such orders and right for any
+      other. With the class-incremental head those logits are -inf anyway; with a fixed head they
+      matter. The masked value is -inf (the library's convention; the authors use -1e9, Mammoth
+      ``finfo.min``: the same softmax). We follow the authors' task-free form (``er_ace.py`` sets
+      ``task_free``, under which ``methods/er.py`` rehearses as soon as the buffer holds
+      samples): the mask and the replay apply from the first step on; Mammoth applies both only
+      from the second task on. The buffer is a reservoir filled with the incoming
+      batch after the replay batch is drawn from it (both codes add after the step; no sample is
+      replayed in the step it arrives either way), and the replay batch is as large as the
+      incoming one by default (AML ``main.py``: ``batch_size = buffer_batch_size = 10``).
 """
 
 from __future__ import annotations
@@ -77,6 +98,114 @@ class ER(Plugin):
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.buffer.load_state_dict(state)
+
+    def report(self) -> dict:
+        return {**self.buffer.report(), "replay_batch": self.batch_size}
+
+
+def asymmetric_cross_entropy(out: Tensor, y: Tensor, *, num_incoming: int, seen: Tensor | None = None) -> Tensor:
+    """ER-ACE's loss (Caccia et al. 2022): the incoming rows' cross-entropy over the classes present
+    among their labels (and, with ``seen``, the classes not seen yet), plus the replayed rows'
+    cross-entropy over all logits.
+
+    Args:
+        out: ``(B + R, C)`` logits, the ``B`` incoming rows first, then the ``R`` replayed ones.
+        y: ``(B + R,)`` labels.
+        num_incoming: ``B``.
+        seen: ``(C,)`` bool, the classes seen so far; the incoming rows keep the logits of classes
+            not in it. ``None``: every class counts as seen (only the present ones are kept).
+
+    Returns:
+        The mean over the incoming rows plus the mean over the replayed rows (only the first term
+        when ``R = 0``).
+
+    Example:
+        >>> out = torch.tensor([[2.0, 0.0, 1.0], [1.0, 0.0, 3.0], [0.0, 3.0, 0.0]])  # 2 incoming rows, 1 replayed
+        >>> y = torch.tensor([0, 2, 1])  # class 1 is absent from the incoming rows: masked there only
+        >>> loss = asymmetric_cross_entropy(out, y, num_incoming=2)
+        >>> incoming = F.cross_entropy(out[:2, [0, 2]], torch.tensor([0, 1]))  # over classes 0 and 2
+        >>> torch.allclose(loss, incoming + F.cross_entropy(out[2:], y[2:]))
+        True
+    """
+    B, C = num_incoming, out.shape[1]
+    y_in = y[:B]
+    # (C,) the classes to mask in the incoming rows: seen, and absent from them (no host sync)
+    drop = torch.ones(C, dtype=torch.bool, device=out.device) if seen is None else seen[:C].clone()
+    drop.index_fill_(0, y_in, False)
+    loss = F.cross_entropy(out[:B].masked_fill(drop, float("-inf")), y_in)
+    if len(y) > B:
+        loss = loss + F.cross_entropy(out[B:], y[B:])
+    return loss
+
+
+class ERACE(Plugin):
+    """ER-ACE (Caccia et al. 2022): replay with the asymmetric cross-entropy.
+
+    :meth:`batch` joins a replay batch to the incoming one as ER does (and offers the incoming
+    batch to a reservoir buffer), remembering how many rows are incoming; :meth:`criterion`
+    replaces the trainer's cross-entropy with :func:`asymmetric_cross_entropy`, keeping a running
+    set of the classes seen (a device tensor; no host sync).
+
+    Args:
+        buffer: the memory (the strategy uses a reservoir, as both reference codes do).
+        batch_size: replay samples per batch; 0 for as many as the incoming batch has.
+
+    In a combination, the rows after the incoming ones all count as replayed: list ER-ACE before
+    other plugins that enlarge the batch.
+
+    Example:
+        >>> ace = ERACE(ReservoirBuffer(100))
+        >>> x, y, t = torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), torch.zeros(4, dtype=torch.long)
+        >>> ace.batch(x, y, t) is None, len(ace.batch(x, y, t)[0])  # empty, then the first batch is replayed
+        (True, 8)
+    """
+
+    name = "er-ace"
+
+    def __init__(self, buffer: Buffer, *, batch_size: int = 0) -> None:
+        self.buffer = buffer
+        self.batch_size = _check_replay_batch(batch_size)
+        self.seen: Tensor | None = None  # (C,) bool: the classes seen in incoming batches so far
+        self._num_incoming: int | None = None
+
+    def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        self._num_incoming = len(y)
+        replay = self.buffer.sample(self.batch_size or len(y))
+        if self.buffer.per_batch:
+            self.buffer.add(x, y, t)
+        if replay is None:
+            return None
+        return torch.cat([x, replay.x]), torch.cat([y, replay.y]), torch.cat([t, replay.t])
+
+    def criterion(self, out: Tensor, y: Tensor) -> Tensor:
+        B = self._num_incoming if self._num_incoming is not None else len(y)
+        C = out.shape[1]
+        if self.seen is None or len(self.seen) < C:  # first step, or a head that grew past its capacity
+            seen = torch.zeros(C, dtype=torch.bool, device=out.device)
+            if self.seen is not None:
+                seen[: len(self.seen)] = self.seen
+            self.seen = seen
+        loss = asymmetric_cross_entropy(out, y, num_incoming=B, seen=self.seen)  # the classes present are kept either way
+        self.seen.index_fill_(0, y[:B], True)
+        return loss
+
+    def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        if not self.buffer.per_batch:
+            self.buffer.update(experience, model=model)
+
+    def state_dict(self) -> dict:
+        state = {"buffer": self.buffer.state_dict()}
+        if self.seen is not None:
+            state["seen"] = self.seen.clone()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.seen = state["seen"].to(self.buffer.device).clone() if "seen" in state else None
+
+    def memory_bytes(self) -> int:
+        """Bytes held besides the buffer: the seen-classes mask."""
+        return 0 if self.seen is None else self.seen.numel() * self.seen.element_size()
 
     def report(self) -> dict:
         return {**self.buffer.report(), "replay_batch": self.batch_size}
@@ -158,6 +287,11 @@ def _er_plugins(params: dict, context) -> list:
     return [ER(buffer, batch_size=params["replay_batch"])]
 
 
+def _erace_plugins(params: dict, context) -> list:
+    buffer = make_buffer("reservoir", params["mem"], device=context.device, seed=context.seed)
+    return [ERACE(buffer, batch_size=params["replay_batch"])]
+
+
 def _derpp_plugins(params: dict, context) -> list:
     buffer = make_buffer("reservoir", params["mem"], device=context.device, seed=context.seed,
                          logit_width=context.stream.num_classes)
@@ -187,5 +321,15 @@ register(Strategy(
     },
     make_plugins=_derpp_plugins,
     limits={"mem": Range(1), "alpha": Range(0), "beta": Range(0), "replay_batch": Range(0)},
+    past_classes=True,
+))
+register(Strategy(
+    "er-ace", "ER-ACE (Caccia et al. 2022): replay with the asymmetric cross-entropy (incoming rows over the batch's classes)",
+    defaults={
+        "mem": 500,  # reservoir capacity in samples (as ER's default, for equal-memory comparisons)
+        "replay_batch": 0,  # replay samples per batch; 0: the incoming batch size (AML main.py: 10 and 10)
+    },
+    make_plugins=_erace_plugins,
+    limits={"mem": Range(1), "replay_batch": Range(0)},
     past_classes=True,
 ))
