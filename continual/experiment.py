@@ -512,33 +512,28 @@ def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], No
     return None
 
 
-def run(
-    config: RunConfig,
-    *,
-    callbacks: Sequence[Callback] = (),
-    checkpoint_dir: str | Path | None = None,
-    on_problem: Callable[[str], None] | None = None,
-) -> Result:
-    """Run one configuration and return its :class:`Result`.
+@dataclass
+class Built:
+    """What a run trains: the resolved configuration, its strategy, stream, model, plugins and trainer."""
 
-    Args:
-        config: the run's configuration (defaults are filled in here).
-        callbacks: read-only trainer callbacks (progress).
-        checkpoint_dir: if given, a checkpoint is written there after each experience, and a
-            run started again with the same configuration resumes after the last experience
-            with a valid checkpoint, ending with the same accuracy matrix as an uninterrupted
-            run on CPU. Checkpoints carry a checksum and are verified before use (see
-            :func:`load_checkpoint`). The folder is left in place; remove it once the result is
-            saved. Locking the folder against a second process is the caller's part
-            (``continual run`` and ``continual sweep`` do, see :class:`continual.files.FolderLock`).
-        on_problem: receives a message for each checkpoint that could not be used.
+    config: RunConfig
+    strategy: object
+    stream: object
+    model: torch.nn.Module
+    plugins: list
+    trainer: Trainer
 
-    Example:
-        >>> r = run(RunConfig(benchmark="split-digits", strategy="finetune", epochs=1, device="cpu"))
-        >>> len(r.acc_matrix), r.config["model"]
-        (5, 'mlp')
+
+def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
+    """Everything :func:`run` builds before it trains, built the same way: the stream, the model
+    (its class-incremental head grown for the first experience), the strategy's plugins (and the
+    NME classifier when asked for) and the trainer. Benchmarks use it to time exactly what a run
+    trains.
+
+    Raises:
+        ContinualError: for a configuration :meth:`RunConfig.resolve` refuses, an empty stream or
+            a plugin named like a run record.
     """
-    wall0 = time.perf_counter()
     cfg = config.resolve()
     strategy = get_strategy(cfg.strategy)
     device = resolve_device(cfg.device)
@@ -583,6 +578,40 @@ def run(
 
         for params, scale in lr_groups:
             scale_lr(trainer.optimizer, params, scale)
+    return Built(cfg, strategy, stream, model, plugins, trainer)
+
+
+def run(
+    config: RunConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    on_problem: Callable[[str], None] | None = None,
+) -> Result:
+    """Run one configuration and return its :class:`Result`.
+
+    Args:
+        config: the run's configuration (defaults are filled in here).
+        callbacks: read-only trainer callbacks (progress).
+        checkpoint_dir: if given, a checkpoint is written there after each experience, and a
+            run started again with the same configuration resumes after the last experience
+            with a valid checkpoint, ending with the same accuracy matrix as an uninterrupted
+            run on CPU. Checkpoints carry a checksum and are verified before use (see
+            :func:`load_checkpoint`). The folder is left in place; remove it once the result is
+            saved. Locking the folder against a second process is the caller's part
+            (``continual run`` and ``continual sweep`` do, see :class:`continual.files.FolderLock`).
+        on_problem: receives a message for each checkpoint that could not be used.
+
+    Example:
+        >>> r = run(RunConfig(benchmark="split-digits", strategy="finetune", epochs=1, device="cpu"))
+        >>> len(r.acc_matrix), r.config["model"]
+        (5, 'mlp')
+    """
+    wall0 = time.perf_counter()
+    built = build(config, callbacks=callbacks)
+    cfg, strategy, stream, model, plugins, trainer = (built.config, built.strategy, built.stream, built.model, built.plugins,
+                                                      built.trainer)
+    device = trainer.device
     resume, wall_before = None, 0.0
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:

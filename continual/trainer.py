@@ -53,7 +53,8 @@ epoch); each experience starts again from the base rate (each parameter group's 
 learning-rate scales of groups are kept).
 
 Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
-``"epoch_end"`` and ``"experience_end"``.
+``"epoch_end"`` (``info``: the experience's index, the epoch, its mean loss and its number of
+steps) and ``"experience_end"``.
 """
 
 from __future__ import annotations
@@ -466,7 +467,7 @@ class Trainer:
             mean_loss = loss_sum.item() / -(-n // bs)  # one host sync per epoch
             if mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
                 raise ContinualError(self._divergence(mean_loss, experience.index, epoch))
-            self._emit("epoch_end", experience=experience.index, epoch=epoch, loss=mean_loss)
+            self._emit("epoch_end", experience=experience.index, epoch=epoch, loss=mean_loss, steps=-(-n // bs))
 
         h0 = time.perf_counter()
         for _, hook in hooks["after_experience"]:

@@ -17,7 +17,7 @@ from continual.models import MLP
 from continual.replay.agem import AGEM, EpisodicMemory, project
 from continual.replay.buffers import ExperienceBalancedBuffer, ReservoirBuffer
 from continual.replay.er import ERACE, asymmetric_cross_entropy
-from continual.strategies import STRATEGIES, get_strategy
+from continual.strategies import get_strategy
 
 F32_EPS = torch.finfo(torch.float32).eps
 
@@ -238,28 +238,3 @@ def test_agem_forgets_less_than_finetune_on_permuted_digits():
     agem = run(RunConfig(strategy="a-gem", **cfg)).metrics
     assert agem["average_forgetting"] < ft["average_forgetting"] - 0.07
     assert agem["final_average_accuracy"] > ft["final_average_accuracy"] + 0.05
-
-
-# ------------------------------------------------------------------ resume (a copy of tests/test_resume.py's check)
-class Crash(Exception):
-    pass
-
-
-@pytest.mark.parametrize("name", ["er-ace", "a-gem"])
-def test_strategy_resumes_to_the_uninterrupted_matrix(name, tmp_path):
-    assert name in STRATEGIES
-    cfg = RunConfig(strategy=name, epochs=1, num_experiences=4, device="cpu", seed=1)
-    whole = run(cfg)
-
-    def crash(event, info):
-        if event == "experience_start" and info["index"] == 2:
-            raise Crash
-
-    folder = tmp_path / "checkpoints"
-    with pytest.raises(Crash):
-        run(cfg, callbacks=[crash], checkpoint_dir=folder)
-    resumed = run(cfg, checkpoint_dir=folder)
-    assert resumed.extra.get("resumed") is True
-    assert resumed.acc_matrix == whole.acc_matrix
-    assert resumed.penalties == whole.penalties
-    assert resumed.extra[name] == whole.extra[name]

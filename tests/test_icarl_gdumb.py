@@ -1,7 +1,6 @@
 """iCaRL and GDumb: losses computed by hand, herding exemplars, nearest-mean prediction, GDumb's
 greedy sampler and from-scratch training on the memory only, resume."""
 
-import contextlib
 import copy
 import math
 import random
@@ -350,26 +349,3 @@ def test_reinitialise_draws_rows_in_use_as_a_fresh_linear_and_leaves_the_global_
 def test_gdumb_strategy_defaults():
     s = STRATEGIES["gdumb"]
     assert s.defaults == {"mem": 500} and s.classifier == "linear" and s.past_classes
-
-
-# ------------------------------------------------------------------ resume (tests/test_resume.py's pattern)
-class Crash(Exception):
-    pass
-
-
-@pytest.mark.parametrize("name, params", [("icarl", {}), ("icarl", {"loss": "softmax-kd", "mem": 300}), ("gdumb", {})])
-def test_resumes_to_the_uninterrupted_matrix(name, params, tmp_path):
-    cfg = RunConfig(strategy=name, epochs=1, num_experiences=4, device="cpu", seed=1, params=params)
-    whole = run(cfg)
-
-    def crash(event, info):
-        if event == "experience_start" and info["index"] == 2:
-            raise Crash
-
-    folder = tmp_path / "checkpoints"
-    with pytest.raises(Crash) if STRATEGIES[name].schedule != "joint" else contextlib.nullcontext():
-        run(cfg, callbacks=[crash], checkpoint_dir=folder)
-    resumed = run(cfg, checkpoint_dir=folder)
-    assert resumed.extra.get("resumed") is True
-    assert resumed.acc_matrix == whole.acc_matrix and resumed.classifiers == whole.classifiers
-    assert resumed.penalties == whole.penalties and resumed.extra[name] == whole.extra[name]

@@ -273,30 +273,6 @@ def test_a_run_learns_and_records_its_terms():
     assert r.extra["memory"]["exemplars"] > 0 and r.extra["memory"]["plugins"]["lucir"] > 0  # the frozen copy counts
 
 
-class Crash(Exception):
-    pass
-
-
-@pytest.mark.parametrize("classifier", ["linear", "both"])
-def test_lucir_resumes_to_the_uninterrupted_matrix(tmp_path, classifier):
-    cfg = RunConfig(strategy="lucir", epochs=1, num_experiences=4, device="cpu", seed=1, classifier=classifier,
-                    momentum=0.9, weight_decay=5e-4)
-    whole = run(cfg)
-
-    def crash(event, info):
-        if event == "experience_start" and info["index"] == 2:
-            raise Crash
-
-    folder = tmp_path / "checkpoints"
-    with pytest.raises(Crash):
-        run(cfg, callbacks=[crash], checkpoint_dir=folder)
-    resumed = run(cfg, checkpoint_dir=folder)
-    assert resumed.extra.get("resumed") is True
-    assert resumed.acc_matrix == whole.acc_matrix
-    assert resumed.penalties == whole.penalties and resumed.classifiers == whole.classifiers
-    assert resumed.extra["lucir"] == whole.extra["lucir"]
-
-
 def test_the_head_must_grow_before_lucir_and_copies_share_the_hook():
     import copy
 

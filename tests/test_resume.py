@@ -13,7 +13,7 @@ import pytest
 
 import continual  # noqa: F401  (registers every strategy)
 from continual import RunConfig, run
-from continual.strategies import STRATEGIES
+from continual.strategies import STRATEGIES, get_strategy
 from continual.transfer import pretrain
 
 
@@ -28,24 +28,46 @@ def pretrained(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_every_strategy_resumes_to_the_uninterrupted_matrix(name, tmp_path, pretrained):
-    cfg = RunConfig(strategy=name, epochs=1, num_experiences=4, device="cpu", seed=1,
-                    pretrained=pretrained if STRATEGIES[name].needs_pretrained else None)
-    whole = run(cfg)
+def whole_and_resumed(cfg: RunConfig, folder, *, crash_at: int = 2):
+    """The result of ``cfg`` run without a break, and of the same run crashed at the start of
+    experience ``crash_at`` (after the checkpoint of the one before) and started again in ``folder``."""
 
     def crash(event, info):
-        if event == "experience_start" and info["index"] == 2:
+        if event == "experience_start" and info["index"] == crash_at:
             raise Crash
 
-    folder = tmp_path / "checkpoints"
-    with pytest.raises(Crash) if STRATEGIES[name].schedule != "joint" else contextlib.nullcontext():
+    whole = run(cfg)
+    with pytest.raises(Crash) if get_strategy(cfg.strategy).schedule != "joint" else contextlib.nullcontext():
         run(cfg, callbacks=[crash], checkpoint_dir=folder)
-    resumed = run(cfg, checkpoint_dir=folder)
-    if STRATEGIES[name].schedule != "joint":  # joint trains once: there is no experience to crash in
-        assert resumed.extra.get("resumed") is True
-    assert resumed.acc_matrix == whole.acc_matrix
+    return whole, run(cfg, checkpoint_dir=folder)
+
+
+def assert_same_run(resumed, whole) -> None:
+    """Everything a run records but its timings: matrices, penalties, every plugin's report, the ledger."""
+    assert resumed.acc_matrix == whole.acc_matrix and resumed.classifiers == whole.classifiers
     assert resumed.penalties == whole.penalties
+    assert {k: v for k, v in resumed.extra.items() if k != "resumed"} == whole.extra
+
+
+# Configurations beyond a strategy's defaults whose resume is worth its own check.
+VARIANTS = [
+    ("icarl", {"params": {"loss": "softmax-kd", "mem": 300}}),
+    ("der", {"model": "convnet", "params": {"mem": 40}}),
+    ("lucir", {"classifier": "both", "momentum": 0.9, "weight_decay": 5e-4}),
+    ("replay+bic", {"params": {"bic_epochs": 30}}),
+    ("bic+lwf", {"params": {"bic_epochs": 30}}),
+]
+
+
+@pytest.mark.parametrize("name, settings", [(n, {}) for n in sorted(STRATEGIES)] + VARIANTS,
+                         ids=[n for n in sorted(STRATEGIES)] + [f"{n}-variant" for n, _ in VARIANTS])
+def test_every_strategy_resumes_to_the_uninterrupted_run(name, settings, tmp_path, pretrained):
+    cfg = RunConfig(strategy=name, epochs=1, num_experiences=4, device="cpu", seed=1,
+                    pretrained=pretrained if get_strategy(name).needs_pretrained else None, **settings)
+    whole, resumed = whole_and_resumed(cfg, tmp_path / "checkpoints")
+    if get_strategy(name).schedule != "joint":  # joint trains once: there is no experience to crash in
+        assert resumed.extra.get("resumed") is True
+    assert_same_run(resumed, whole)
 
 
 def test_a_class_il_run_with_both_classifiers_resumes_to_both_matrices(tmp_path):
@@ -53,16 +75,6 @@ def test_a_class_il_run_with_both_classifiers_resumes_to_both_matrices(tmp_path)
     matrix is restored from the checkpoint as well as the linear one."""
     cfg = RunConfig(strategy="replay+bic", split="B4-Inc2", classifier="both", epochs=2, lr_schedule="step", milestones=[1],
                     device="cpu", seed=2, params={"buffer": "class-balanced", "selection": "herding", "mem": 60, "bic_epochs": 5})
-    whole = run(cfg)
+    whole, resumed = whole_and_resumed(cfg, tmp_path / "checkpoints")
     assert list(whole.classifiers) == ["nme"] and len(whole.acc_matrix) == 4
-
-    def crash(event, info):
-        if event == "experience_start" and info["index"] == 2:
-            raise Crash
-
-    folder = tmp_path / "checkpoints"
-    with pytest.raises(Crash):
-        run(cfg, callbacks=[crash], checkpoint_dir=folder)
-    resumed = run(cfg, checkpoint_dir=folder)
-    assert resumed.acc_matrix == whole.acc_matrix and resumed.classifiers == whole.classifiers
-    assert resumed.extra["bic"] == whole.extra["bic"] and resumed.extra["by_step"] == whole.extra["by_step"]
+    assert_same_run(resumed, whole)
