@@ -138,7 +138,7 @@ def asymmetric_cross_entropy(out: Tensor, y: Tensor, *, num_incoming: int, seen:
     return loss
 
 
-class ERACE(Plugin):
+class ERACE(ER):
     """ER-ACE (Caccia et al. 2022): replay with the asymmetric cross-entropy.
 
     :meth:`batch` joins a replay batch to the incoming one as ER does (and offers the incoming
@@ -163,19 +163,13 @@ class ERACE(Plugin):
     name = "er-ace"
 
     def __init__(self, buffer: Buffer, *, batch_size: int = 0) -> None:
-        self.buffer = buffer
-        self.batch_size = _check_replay_batch(batch_size)
+        super().__init__(buffer, batch_size=batch_size)
         self.seen: Tensor | None = None  # (C,) bool: the classes seen in incoming batches so far
         self._num_incoming: int | None = None
 
     def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
         self._num_incoming = len(y)
-        replay = self.buffer.sample(self.batch_size or len(y))
-        if self.buffer.per_batch:
-            self.buffer.add(x, y, t)
-        if replay is None:
-            return None
-        return torch.cat([x, replay.x]), torch.cat([y, replay.y]), torch.cat([t, replay.t])
+        return super().batch(x, y, t)  # ER's: a replay batch joined after the incoming one
 
     def criterion(self, out: Tensor, y: Tensor) -> Tensor:
         B = self._num_incoming if self._num_incoming is not None else len(y)
@@ -188,10 +182,6 @@ class ERACE(Plugin):
         loss = asymmetric_cross_entropy(out, y, num_incoming=B, seen=self.seen)  # the classes present are kept either way
         self.seen.index_fill_(0, y[:B], True)
         return loss
-
-    def after_experience(self, model: nn.Module, experience: Experience) -> None:
-        if not self.buffer.per_batch:
-            self.buffer.update(experience, model=model)
 
     def state_dict(self) -> dict:
         state = {"buffer": self.buffer.state_dict()}
@@ -206,9 +196,6 @@ class ERACE(Plugin):
     def memory_bytes(self) -> int:
         """Bytes held besides the buffer: the seen-classes mask."""
         return 0 if self.seen is None else self.seen.numel() * self.seen.element_size()
-
-    def report(self) -> dict:
-        return {**self.buffer.report(), "replay_batch": self.batch_size}
 
 
 class DERpp(Plugin):
