@@ -115,6 +115,10 @@ class Strategy:
             it only in that order).
         classifier: the evaluation classifier the method predicts with in its paper (``"nme"``
             for iCaRL), the run's default when ``RunConfig.classifier`` is not given.
+        replaces_loss: the strategy's plugin replaces the training loss (a ``criterion``: iCaRL,
+            ER-ACE); a combination may hold one such part only.
+        alone: why the strategy does not combine with any other (GDumb retrains a new model on
+            its memory alone), or ``None``.
     """
 
     name: str
@@ -128,6 +132,8 @@ class Strategy:
     past_classes: bool = False
     comes_before: tuple[str, ...] = ()
     classifier: str = "linear"
+    replaces_loss: bool = False
+    alone: str | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -223,6 +229,13 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
     parts = [get_strategy(n) for n in names]
     if len({p.name for p in parts}) != len(parts):
         raise ContinualError(f"cannot combine {'+'.join(names)}: a strategy appears twice")
+    for part in parts:
+        if part.alone:
+            raise ContinualError(f"cannot combine {'+'.join(names)}: {part.alone}")
+    losses = [p.name for p in parts if p.replaces_loss]
+    if len(losses) > 1:
+        raise ContinualError(f"cannot combine {'+'.join(names)}: {' and '.join(losses)} each replace the training loss; "
+                             "combine at most one of them")
     for i, part in enumerate(parts):
         early = [p.name for p in parts[:i] if p.name in part.comes_before]
         if early:
@@ -257,7 +270,8 @@ def compose(*names: str, summary: str | None = None) -> Strategy:
                     prepare_model=prepare_model if preparers else None, needs_pretrained=any(p.needs_pretrained for p in parts),
                     limits=limits, past_classes=any(p.past_classes for p in parts),
                     comes_before=tuple(n for p in parts for n in p.comes_before),
-                    classifier=next((p.classifier for p in parts if p.classifier != "linear"), "linear"))
+                    classifier=next((p.classifier for p in parts if p.classifier != "linear"), "linear"),
+                    replaces_loss=bool(losses))
 
 
 register(Strategy("finetune", "naive sequential training on each experience (lower bound)"))

@@ -126,3 +126,15 @@ def test_a_plugin_may_not_take_the_name_of_a_run_record():
             run(RunConfig(strategy="toy-memory", epochs=1, device="cpu"))
     finally:
         del STRATEGIES[s.name]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("icarl+er-ace", "icarl and er-ace each replace the training loss; combine at most one of them"),
+    ("gdumb+ewc", "gdumb trains a new model on its memory alone before each evaluation"),
+    ("replay+gdumb", "it does not combine with other strategies"),
+    ("lwf+bic", "'bic' must come before 'lwf'; write bic+lwf"),
+])
+def test_combinations_that_make_no_sense_are_refused_in_one_line(name, message):
+    with pytest.raises(ContinualError, match=f"^cannot combine {re.escape(name)}: .*{re.escape(message)}"):
+        get_strategy(name)
+    assert get_strategy("der+wa").name == "der+wa" and get_strategy("icarl+ewc").replaces_loss

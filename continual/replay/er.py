@@ -319,4 +319,5 @@ register(Strategy(
     make_plugins=_erace_plugins,
     limits={"mem": Range(1), "replay_batch": Range(0)},
     past_classes=True,
+    replaces_loss=True,  # the asymmetric cross-entropy replaces the cross-entropy
 ))

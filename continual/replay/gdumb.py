@@ -262,4 +262,5 @@ register(Strategy(
     make_plugins=_gdumb_plugins,
     limits={"mem": Range(1)},
     past_classes=True,
+    alone="gdumb trains a new model on its memory alone before each evaluation; it does not combine with other strategies",
 ))

@@ -334,4 +334,5 @@ register(Strategy(
     limits={"mem": Range(1), "selection": SELECTIONS, "loss": LOSSES, "temperature": Range(0, low_open=True)},
     past_classes=True,
     classifier="nme",
+    replaces_loss=True,  # the BCE (or CE + KD) replaces the cross-entropy
 ))
