@@ -39,7 +39,9 @@ binary cross-entropy). A plugin with ``rebuilds_optimizer = True`` (DER, which a
 and freezes the old ones; GDumb, which re-initialises the model) gets a new optimizer, of the
 same kind and settings, over the parameters that require gradients, at the start of every
 experience, as PyCIL builds one per task; no optimizer state carries over between experiences,
-and a resumed run does not load one.
+and a resumed run does not load one. A plugin with ``skips_training = True`` (a head computed in
+closed form from the features, such as NCM) makes ``fit`` run the experience hooks but no
+training step.
 
 Evaluation classifiers: a plugin with a ``classifier`` name and ``predict(model, x, t)``
 (predicted labels ``(B,)`` for a transformed batch) is evaluated after each experience beside the
@@ -267,6 +269,7 @@ class Trainer:
                                  "training loss (criterion); at most one may")
         self._criterion = criteria[0].criterion if criteria else F.cross_entropy
         self._rebuilds = any(getattr(p, "rebuilds_optimizer", False) for p in self.plugins)
+        self._no_training = any(getattr(p, "skips_training", False) for p in self.plugins)
         self.classifiers = {p.classifier: p for p in self.plugins if getattr(p, "classifier", None) and callable(getattr(p, "predict", None))}
         if classifier != "linear" and classifier not in self.classifiers:
             raise ContinualError(f"classifier {classifier!r} has no plugin; expected 'linear'"
@@ -429,7 +432,7 @@ class Trainer:
         model.train()
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])  # each group's own rate, before any schedule
-        for epoch in range(self.epochs):
+        for epoch in range(0 if self._no_training else self.epochs):
             self._set_lr(epoch)
             order = torch.randperm(n, generator=self.generator).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
@@ -475,7 +478,7 @@ class Trainer:
         self._sync()
         end = time.perf_counter()
         plugin_time += end - h0
-        steps = self.epochs * -(-n // bs)
+        steps = max(1, (0 if self._no_training else self.epochs) * -(-n // bs))
         for name, total in penalty_sums.items():
             self.penalties.setdefault(name, []).append(total.item() / steps)
         self.timings.train.append(end - start)

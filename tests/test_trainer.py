@@ -360,3 +360,28 @@ def test_before_step_sees_and_may_change_the_gradients_and_rebuilt_optimizers_st
     assert first.state  # momentum buffers after the first experience
     trainer.fit(stream[1])
     assert trainer.optimizer is not first
+
+
+class Frozen(Plugin):
+    skips_training = True
+
+    def __init__(self):
+        self.calls = []
+
+    def before_experience(self, model, experience):
+        self.calls.append("before")
+
+    def batch(self, x, y, t):
+        self.calls.append("batch")
+
+    def after_experience(self, model, experience):
+        self.calls.append("after")
+
+
+def test_a_plugin_that_skips_training_gets_the_experience_hooks_and_no_step(stream):
+    plugin = Frozen()
+    trainer = make_trainer([plugin], epochs=2)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit(stream[0])
+    assert plugin.calls == ["before", "after"]
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before))
