@@ -67,7 +67,8 @@ class RunConfig:
         classifier: the evaluation classifier: ``"linear"`` (the model's argmax), ``"nme"``
             (nearest mean of exemplars, class-incremental only) or ``"both"`` (the result records
             both matrices, the linear one first); default: the strategy's (``"nme"`` for iCaRL,
-            ``"linear"`` otherwise).
+            ``"linear"`` otherwise). A strategy whose plugin is its own evaluation classifier
+            (a closed-form head) also accepts that classifier's name.
         eval_batch_size: evaluation batch size.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         seed: seeds the model initialisation, the batch order and seeded stream choices.
@@ -175,8 +176,9 @@ class RunConfig:
                                                                           for m in resolved.milestones)):
             raise ContinualError(f"milestones={resolved.milestones} need lr_schedule='step' and must be epochs in 1..{resolved.epochs - 1} "
                                  f"(epochs={resolved.epochs})")
-        if resolved.classifier not in CLASSIFIERS:
-            raise ContinualError(f"classifier={resolved.classifier!r} is not accepted; expected one of {', '.join(CLASSIFIERS)}")
+        accepted = CLASSIFIERS + ((strategy.classifier,) if strategy.classifier not in CLASSIFIERS else ())
+        if resolved.classifier not in accepted:
+            raise ContinualError(f"classifier={resolved.classifier!r} is not accepted; expected one of {', '.join(accepted)}")
         if resolved.classifier != "linear" and (scenario != "class" or head not in ("incremental", "incremental-mask-past", "fixed")):
             raise ContinualError(f"classifier={resolved.classifier!r} needs the class-incremental scenario with one head "
                                  f"(got scenario {scenario!r}, head {head!r}); use classifier='linear'")
@@ -553,7 +555,7 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
     if cfg.head != "fixed":
         grow_head(model, first)  # the first experience's classes, before the random-init evaluation
         plugins = [HeadExpansion(model), *plugins]
-    if cfg.classifier != "linear":
+    if cfg.classifier in ("nme", "both"):
         from .classifiers import NearestMeanClassifier
 
         buffers = [p.buffer for p in plugins if getattr(p, "buffer", None) is not None]
