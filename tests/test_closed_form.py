@@ -8,6 +8,8 @@ conditioning of the system (SLDA's shrunk covariance ~1e4, RanPAC's Gram matrix)
 checked to 1e-7, or to 1e-8 of the solution's largest entry.
 """
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -156,6 +158,29 @@ def test_ranpac_chooses_its_ridge_on_held_out_data_deterministically(data):
     assert torch.equal(a.predict(Net(), data.x_test), b.predict(Net(), data.x_test))
 
 
+def test_ranpac_ridge_is_the_authors_held_out_choice(data):
+    """The authors' procedure (RanPAC.py optimise_ridge_parameter) by hand: fit on the first 80% of
+    the (seeded) shuffled experience, one solve per lambda, least mean squared error on the rest."""
+    ranpac = fit(RanPAC(num_projections=24, seed=7), data, [list(range(NUM_CLASSES))])
+    f, y = all_features(data)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(7 + 0))
+    h = torch.relu(f[order] @ ranpac.w_rand.double())
+    yh = nn.functional.one_hot(y[order], NUM_CLASSES).double()
+    cut = int(len(y) * 0.8)
+    g, q = h[:cut].T @ h[:cut], h[:cut].T @ yh[:cut]
+    losses = [((h[cut:] @ torch.linalg.solve(g + r * torch.eye(24, dtype=torch.float64), q) - yh[cut:]) ** 2).mean() for r in RIDGES]
+    assert ranpac.report()["ridge"] == RIDGES[int(torch.stack(losses).argmin())]
+    assert float(ranpac.ridge) == ranpac.report()["ridge"]
+
+
+def test_doctests():
+    import doctest
+
+    from continual.classifiers import closed_form
+
+    assert doctest.testmod(closed_form).failed == 0
+
+
 @pytest.mark.parametrize("make", [lambda: NCM(), lambda: SLDA(), lambda: RanPAC(num_projections=32, seed=5)], ids=["ncm", "slda", "ranpac"])
 def test_a_resumed_head_predicts_as_the_uninterrupted_one(data, make):
     whole = fit(make(), data, GROUPS)
@@ -163,8 +188,11 @@ def test_a_resumed_head_predicts_as_the_uninterrupted_one(data, make):
     state = first.state_dict()
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
     assert first.memory_bytes() == sum(v.numel() * v.element_size() for v in state.values())
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
     resumed = make()
-    resumed.load_state_dict(state, model=Net())
+    resumed.load_state_dict(torch.load(buf, weights_only=True), model=Net())
     resumed.after_experience(Net(), experiences(data, GROUPS)[1])
     assert torch.equal(resumed.predict(Net(), data.x_test), whole.predict(Net(), data.x_test))
     assert resumed.report() == whole.report()

@@ -367,6 +367,7 @@ class RanPAC(_ClosedForm):
         self.q = torch.zeros(0, 0, dtype=torch.float64)  # (M, C) Q = sum H^T Y
         self.counts = torch.zeros(0, dtype=torch.float64)  # (C,)
         self.ridge = torch.tensor(float("nan"), dtype=torch.float64)  # lambda in use
+        self._held: list[tuple[Tensor, Tensor]] = []  # the experience's features, for choosing lambda
         self.weight = torch.zeros(0, 0, dtype=torch.float64)  # (M, C)
 
     def _num_classes(self) -> int:
@@ -391,6 +392,8 @@ class RanPAC(_ClosedForm):
         self.gram = self.gram.to(f.device) + h.T @ h
         self.q.index_add_(1, y, h.T)  # H^T Y with one-hot Y
         self.counts += torch.bincount(y, minlength=width)[:width].to(f.dtype)
+        if self.fixed_ridge is None:
+            self._held.append((f, y))
 
     def _fit(self, experience: Experience | None = None) -> None:
         if self.fixed_ridge is not None:
@@ -406,32 +409,35 @@ class RanPAC(_ClosedForm):
         self.weight = torch.linalg.solve(self.gram + self.ridge.item() * eye, self.q)  # (M, C)
 
     def _choose_ridge(self, experience: Experience) -> float:
-        """The lambda of :data:`RIDGES` with the least squared error on the last 20% of the experience."""
-        device = self.gram.device
-        hs, ys = [], []
-        # a second pass over the experience's features; keeps memory at one experience's H
-        for f, y in _feature_chunks(self._model, experience, self.batch_size):
-            hs.append(self.project(f)), ys.append(y)
-        h, y = torch.cat(hs), torch.cat(ys)
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed + experience.index)).to(device)
-        h, y = h[order], y[order]
-        cut = int(len(y) * 0.8)  # RanPAC.py: num_val_samples = int(N * 0.8) fit, the rest validates
-        if cut == 0 or cut == len(y):
-            return RIDGES[len(RIDGES) // 2]
-        yh = F.one_hot(y, self.q.shape[1]).double()
-        g, q = h[:cut].T @ h[:cut], h[:cut].T @ yh[:cut]
-        eye = torch.eye(g.shape[0], dtype=g.dtype, device=device)
-        losses = torch.stack([((h[cut:] @ torch.linalg.solve(g + r * eye, q) - yh[cut:]) ** 2).mean() for r in RIDGES])
-        return RIDGES[int(losses.argmin())]
+        """The lambda of :data:`RIDGES` with the least squared error on the last 20% of the experience.
 
-    @torch.no_grad()
-    def after_experience(self, model: nn.Module, experience: Experience) -> None:
-        """Add the experience's projected features to ``G`` and ``Q``; choose lambda; solve for ``W``."""
-        self._model = model
-        try:
-            super().after_experience(model, experience)
-        finally:
-            del self._model
+        The experience's features (kept from :meth:`_add`, ``(N, D)``) are permuted with a seeded
+        generator, ridge regression is fitted on the first 80% and scored on the rest. One
+        eigendecomposition ``G_fit = V diag(e) V^T`` serves every lambda:
+        ``W = V diag(1 / (e + lambda)) V^T Q_fit``.
+        """
+        f, y = torch.cat([c[0] for c in self._held]), torch.cat([c[1] for c in self._held])
+        self._held = []
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed + experience.index)).to(f.device)
+        f, y = f[order], y[order]
+        cut = int(len(y) * 0.8)  # RanPAC.py: the first int(N * 0.8) samples fit, the rest validate
+        if cut == 0 or cut == len(y):
+            return 1.0  # too few samples to hold any out
+        M, C = self.num_projections, self.q.shape[1]
+        g, q = f.new_zeros(M, M), f.new_zeros(M, C)
+        for s in range(0, cut, self.batch_size):
+            h = self.project(f[s : min(s + self.batch_size, cut)])  # (B, M)
+            g += h.T @ h
+            q.index_add_(1, y[s : min(s + self.batch_size, cut)], h.T)
+        e, v = torch.linalg.eigh(g)  # (M,), (M, M)
+        ridges = torch.tensor(RIDGES, dtype=f.dtype, device=f.device)  # (R,)
+        w = (v.T @ q)[None] / (e[None, :, None] + ridges[:, None, None])  # (R, M, C): each lambda's head, eigenbasis
+        sse = f.new_zeros(len(RIDGES))
+        for s in range(cut, len(y), self.batch_size):
+            hv = self.project(f[s : s + self.batch_size]) @ v  # (B, M) in the eigenbasis
+            yv = F.one_hot(y[s : s + self.batch_size], C).double()  # (B, C)
+            sse += ((hv @ w - yv) ** 2).sum((1, 2))  # (R, B, C) -> (R,)
+        return RIDGES[int(sse.argmin())]  # one host sync per experience
 
     def _scores(self, f: Tensor) -> Tensor:
         scores = self.project(f) @ self.weight.to(f.device)  # (B, C)
