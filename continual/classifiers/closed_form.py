@@ -38,7 +38,8 @@ CVPR-W 2020; the authors' code tyler-hayes/Deep_SLDA ``SLDA_Model.py`` and Avala
   initialisation, ``OAS(assume_centered=True)`` on ``X - mu_y``, without OAS shrinkage).
   Deviation: the authors' streaming update (``fit``) is a per-sample approximation of this
   (it centres on the class mean before the update and weights by ``N / (N + 1)``); ours is the
-  exact batch covariance, with no separate base-initialisation phase.
+  exact batch covariance, with no separate base-initialisation phase (and no need for the
+  authors' start value ``Sigma = ones``, which their per-sample update weights away).
 - Prediction as the authors': ``Lambda = inv((1 - eps) Sigma + eps I)`` (eps = ``shrinkage``,
   1e-4), ``W = Lambda mu``, ``b = -1/2 sum(mu * W)``, scores ``f W + b``; solved with
   ``torch.linalg.solve`` in float64 (the authors use ``pinverse`` in float32).
@@ -47,8 +48,11 @@ RanPAC: McDonnell et al., "RanPAC: Random Projections and Pre-trained Models for
 Learning", NeurIPS 2023; the authors' code RanPAC/RanPAC ``RanPAC.py`` (``setup_RP``,
 ``replace_fc``, ``optimise_ridge_parameter``).
 
-- ``H = ReLU(F W_rand)``, ``W_rand ~ N(0, 1)`` of shape ``(D, M)`` drawn once from ``seed``
-  (``torch.randn`` as the authors'); ``G += H^T H``, ``Q += H^T Y`` (one-hot ``Y``);
+- Deviation: the paper's Phase 1 (parameter-efficient adaptation of the backbone on the first
+  experience: adapters, SSF or VPT) is not done; the backbone is the frozen pretrained one, which
+  is the authors' ``model_name="ncm"`` with ``use_RP=True`` (their "no Phase 1" ablation).
+- ``H = ReLU(F W_rand)``, ``W_rand ~ N(0, 1)`` of shape ``(D, M)`` drawn once from ``seed`` with a
+  CPU ``torch.Generator`` (the authors: ``torch.randn`` from the global generator); ``G += H^T H``, ``Q += H^T Y`` (one-hot ``Y``);
   ``W = (G + lambda I)^-1 Q``; scores ``H W``. Float64 throughout (the authors: float32 on CPU).
 - ``M`` (``num_projections``) defaults to 2000, not the paper's 10000: ``G`` is ``M x M`` float64
   (32 MB at 2000, 800 MB at 10000) and the solve is ``O(M^3)``, which a CPU run of small
@@ -56,7 +60,11 @@ Learning", NeurIPS 2023; the authors' code RanPAC/RanPAC ``RanPAC.py`` (``setup_
 - ``ridge=None`` (default, the paper's): lambda chosen after each experience from
   ``10^-8 .. 10^8`` by the mean squared error on the last 20% of a seeded permutation of the
   experience's own samples, fitted on the first 80% of them (as the authors, whose statistics
-  for the choice are the experience's alone and whose loader is shuffled). A float fixes lambda.
+  for the choice are the experience's alone and whose loader is shuffled; the permutation's seed
+  is ``seed + experience index``). One eigendecomposition of the 80% Gram matrix serves all 17
+  values (the same minimiser as the authors' 17 solves, tested); the experience's features
+  ``(N, D)`` are kept until then. An experience of one sample holds nothing out: lambda = 1. A
+  float fixes lambda (the strategy's ``ranpac_ridge``: 0, the default, means chosen).
 - Classes with no sample score ``-inf`` (the authors slice the head to the classes seen).
 
 All three: classes are the labels seen (one growing set of columns, class-incremental use; the
