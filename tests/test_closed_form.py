@@ -256,3 +256,17 @@ def test_strategy_freezes_the_model_and_evaluates_with_its_head(name, params, pr
     assert set(trainer.matrices) == {"linear"}
     assert acc.final_average_accuracy() > 0.8  # 10 digit classes from features pretrained on two (measured: 0.88-0.98)
     assert trainer.matrices["linear"].final_average_accuracy() < 0.3  # the frozen two-class head: the "linear" matrix means nothing
+
+
+@pytest.mark.parametrize("make", [lambda: NCM(), lambda: SLDA(), lambda: RanPAC(num_projections=32, seed=5)], ids=["ncm", "slda", "ranpac"])
+def test_a_trainer_checkpoint_carries_the_statistics(data, make):
+    exps = experiences(data, GROUPS)
+    whole = Trainer(Net(), device="cpu", plugins=[make()], classifier=make().classifier)
+    for e in exps:
+        whole.fit(e)
+    first = Trainer(Net(), device="cpu", plugins=[make()], classifier=make().classifier)
+    first.fit(exps[0])
+    resumed = Trainer(Net(), device="cpu", plugins=[make()], classifier=make().classifier)
+    resumed.load_state_dict(first.state_dict())
+    resumed.fit(exps[1])
+    assert resumed.evaluate(exps, classifier=make().classifier) == whole.evaluate(exps, classifier=make().classifier)
