@@ -270,3 +270,13 @@ def test_a_trainer_checkpoint_carries_the_statistics(data, make):
     resumed.load_state_dict(first.state_dict())
     resumed.fit(exps[1])
     assert resumed.evaluate(exps, classifier=make().classifier) == whole.evaluate(exps, classifier=make().classifier)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("make", [lambda: NCM(), lambda: SLDA(), lambda: RanPAC(num_projections=64, ridge=1.0, seed=1)], ids=["ncm", "slda", "ranpac"])
+def test_on_cuda_the_statistics_live_on_the_device_and_predict_as_on_cpu(data, make):
+    cpu, gpu = fit(make(), data, GROUPS), make()
+    for e in experiences(data, GROUPS):
+        gpu.after_experience(Net().cuda(), e)
+    assert all(v.is_cuda for v in gpu.state_dict().values())
+    assert torch.equal(gpu.predict(Net().cuda(), data.x_test.cuda()).cpu(), cpu.predict(Net(), data.x_test))
