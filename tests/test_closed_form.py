@@ -211,6 +211,9 @@ def test_bad_values_are_refused_in_one_line():
         with pytest.raises(ContinualError, match=word) as err:
             make()
         assert "\n" not in str(err.value)
+    with pytest.raises(ContinualError, match="slda: checkpoint state has") as err:
+        SLDA().load_state_dict(NCM().state_dict())
+    assert "\n" not in str(err.value)
     with pytest.raises(ContinualError, match="ncm_metric"):
         get_strategy("ncm").params({"ncm_metric": "dot"})
     with pytest.raises(ContinualError, match="slda_shrinkage"):

@@ -179,9 +179,6 @@ class _ClosedForm(Plugin):
             raise ContinualError(f"{self.name}: batch_size={batch_size} must be >= 1")
         self.batch_size = batch_size
 
-    def _grow(self, num_classes: int) -> None:  # widen the class statistics to num_classes
-        raise NotImplementedError
-
     def _num_classes(self) -> int:
         raise NotImplementedError
 
@@ -225,11 +222,16 @@ class _ClosedForm(Plugin):
         return {k: getattr(self, k).clone() for k in self._state}
 
     def load_state_dict(self, state: Mapping[str, Tensor], *, model: nn.Module | None = None) -> None:
-        """Restore :meth:`state_dict`; the tensors go to ``model``'s device when it is given."""
+        """Restore :meth:`state_dict`; the tensors go to ``model``'s device when it is given.
+
+        Raises:
+            ContinualError: when the keys are not this head's statistics.
+        """
+        if set(state) != set(self._state):
+            raise ContinualError(f"{self.name}: checkpoint state has {sorted(state)}; expected {sorted(self._state)}")
         for k, v in state.items():
             setattr(self, k, v.to(_device(model)).clone() if model is not None else v.clone())
-        if state:
-            self._refit()
+        self._refit()
 
     def _refit(self) -> None:
         return None
