@@ -228,6 +228,8 @@ def test_strategy_defaults_are_the_classes_defaults():
     for name in ("ncm", "slda", "ranpac"):
         s = get_strategy(name)
         assert s.needs_pretrained and s.classifier == name
+        for key, value in s.defaults.items():  # every number has a limit that accepts its default
+            assert key in s.limits and s.params({key: value})[key] == value
 
 
 @pytest.fixture(scope="module")
