@@ -158,17 +158,18 @@ def test_ranpac_chooses_its_ridge_on_held_out_data_deterministically(data):
     assert torch.equal(a.predict(Net(), data.x_test), b.predict(Net(), data.x_test))
 
 
-def test_ranpac_ridge_is_the_authors_held_out_choice(data):
+@pytest.mark.parametrize("m", [24, 400], ids=["gram", "kernel"])  # 144 fitting samples: M < n, then M > n
+def test_ranpac_ridge_is_the_authors_held_out_choice(data, m):
     """The authors' procedure (RanPAC.py optimise_ridge_parameter) by hand: fit on the first 80% of
     the (seeded) shuffled experience, one solve per lambda, least mean squared error on the rest."""
-    ranpac = fit(RanPAC(num_projections=24, seed=7), data, [list(range(NUM_CLASSES))])
+    ranpac = fit(RanPAC(num_projections=m, seed=7), data, [list(range(NUM_CLASSES))])
     f, y = all_features(data)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(7 + 0))
     h = torch.relu(f[order] @ ranpac.w_rand.double())
     yh = nn.functional.one_hot(y[order], NUM_CLASSES).double()
     cut = int(len(y) * 0.8)
     g, q = h[:cut].T @ h[:cut], h[:cut].T @ yh[:cut]
-    losses = [((h[cut:] @ torch.linalg.solve(g + r * torch.eye(24, dtype=torch.float64), q) - yh[cut:]) ** 2).mean() for r in RIDGES]
+    losses = [((h[cut:] @ torch.linalg.solve(g + r * torch.eye(m, dtype=torch.float64), q) - yh[cut:]) ** 2).mean() for r in RIDGES]
     assert ranpac.report()["ridge"] == RIDGES[int(torch.stack(losses).argmin())]
     assert float(ranpac.ridge) == ranpac.report()["ridge"]
 

@@ -61,8 +61,8 @@ Learning", NeurIPS 2023; the authors' code RanPAC/RanPAC ``RanPAC.py`` (``setup_
   ``10^-8 .. 10^8`` by the mean squared error on the last 20% of a seeded permutation of the
   experience's own samples, fitted on the first 80% of them (as the authors, whose statistics
   for the choice are the experience's alone and whose loader is shuffled; the permutation's seed
-  is ``seed + experience index``). One eigendecomposition of the 80% Gram matrix serves all 17
-  values (the same minimiser as the authors' 17 solves, tested); the experience's features
+  is ``seed + experience index``). One eigendecomposition of the 80% Gram matrix (or of its
+  kernel ``H H^T`` when the experience has fewer samples than ``M``) serves all 17 values (the same minimiser as the authors' 17 solves, tested); the experience's features
   ``(N, D)`` are kept until then. An experience of one sample holds nothing out: lambda = 1. A
   float fixes lambda (the strategy's ``ranpac_ridge``: 0, the default, means chosen).
 - Classes with no sample score ``-inf`` (the authors slice the head to the classes seen).
@@ -424,7 +424,9 @@ class RanPAC(_ClosedForm):
         The experience's features (kept from :meth:`_add`, ``(N, D)``) are permuted with a seeded
         generator, ridge regression is fitted on the first 80% and scored on the rest. One
         eigendecomposition ``G_fit = V diag(e) V^T`` serves every lambda:
-        ``W = V diag(1 / (e + lambda)) V^T Q_fit``.
+        ``W = V diag(1 / (e + lambda)) V^T Q_fit``; with fewer fitting samples ``n`` than ``M``,
+        that of the ``n x n`` kernel ``H H^T = U diag(e) U^T`` instead:
+        ``W = H^T U diag(1 / (e + lambda)) U^T Y`` (the same ``W``, since lambda > 0).
         """
         f, y = torch.cat([c[0] for c in self._held]), torch.cat([c[1] for c in self._held])
         self._held = []
@@ -434,17 +436,23 @@ class RanPAC(_ClosedForm):
         if cut == 0 or cut == len(y):
             return 1.0  # too few samples to hold any out
         M, C = self.num_projections, self.q.shape[1]
-        g, q = f.new_zeros(M, M), f.new_zeros(M, C)
-        for s in range(0, cut, self.batch_size):
-            h = self.project(f[s : min(s + self.batch_size, cut)])  # (B, M)
-            g += h.T @ h
-            q.index_add_(1, y[s : min(s + self.batch_size, cut)], h.T)
-        e, v = torch.linalg.eigh(g)  # (M,), (M, M)
+        if cut < M:  # fewer fitting samples than projections: kernel form, (H^T H + l I)^-1 H^T = H^T (H H^T + l I)^-1
+            h = self.project(f[:cut])  # (n, M)
+            e, u = torch.linalg.eigh(h @ h.T)  # (n,), (n, n)
+            basis, coef = h.T @ u, u.T @ F.one_hot(y[:cut], C).double()  # (M, n), (n, C)
+        else:
+            g, q = f.new_zeros(M, M), f.new_zeros(M, C)
+            for s in range(0, cut, self.batch_size):
+                h = self.project(f[s : min(s + self.batch_size, cut)])  # (B, M)
+                g += h.T @ h
+                q.index_add_(1, y[s : min(s + self.batch_size, cut)], h.T)
+            e, basis = torch.linalg.eigh(g)  # (M,), (M, M)
+            coef = basis.T @ q  # (M, C)
         ridges = torch.tensor(RIDGES, dtype=f.dtype, device=f.device)  # (R,)
-        w = (v.T @ q)[None] / (e[None, :, None] + ridges[:, None, None])  # (R, M, C): each lambda's head, eigenbasis
+        w = coef[None] / (e[None, :, None] + ridges[:, None, None])  # (R, K, C): each lambda's head in the eigenbasis
         sse = f.new_zeros(len(RIDGES))
         for s in range(cut, len(y), self.batch_size):
-            hv = self.project(f[s : s + self.batch_size]) @ v  # (B, M) in the eigenbasis
+            hv = self.project(f[s : s + self.batch_size]) @ basis  # (B, K) in the eigenbasis
             yv = F.one_hot(y[s : s + self.batch_size], C).double()  # (B, C)
             sse += ((hv @ w - yv) ** 2).sum((1, 2))  # (R, B, C) -> (R,)
         return RIDGES[int(sse.argmin())]  # one host sync per experience
