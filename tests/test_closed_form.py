@@ -205,7 +205,10 @@ def test_before_any_experience_the_model_argmax_is_used(data):
         assert torch.equal(plugin.predict(model, data.x_test), model(data.x_test).argmax(1))
 
 
-def test_bad_values_are_refused_in_one_line():
+def test_bad_values_are_refused_in_one_line(data):
+    with pytest.raises(ContinualError, match="need a model with features"):
+        NCM().after_experience(nn.Linear(NUM_FEATURES, 2), experiences(data, GROUPS)[0])
+    assert RanPAC().report()["ridge"] is None  # nothing seen yet: JSON-able, no NaN
     for make, word in [(lambda: NCM(metric="manhattan"), "manhattan"), (lambda: SLDA(shrinkage=1.0), "shrinkage=1.0"),
                        (lambda: RanPAC(num_projections=0), "num_projections=0"), (lambda: RanPAC(ridge=-1.0), "ridge=-1.0"),
                        (lambda: NCM(batch_size=0), "batch_size=0")]:

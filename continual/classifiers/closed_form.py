@@ -464,7 +464,7 @@ class RanPAC(_ClosedForm):
     def report(self) -> dict:
         """Classes seen, ``M``, lambda in use (chosen or fixed) and the statistics' bytes."""
         return {"classes": int((self.counts > 0).sum()), "num_projections": self.num_projections,
-                "ridge": float(self.ridge), "ridge_chosen": self.fixed_ridge is None, "memory_bytes": self.memory_bytes()}
+                "ridge": None if self.ridge.isnan() else float(self.ridge), "ridge_chosen": self.fixed_ridge is None, "memory_bytes": self.memory_bytes()}
 
 
 # ------------------------------------------------------------------------------------------ strategies
