@@ -179,6 +179,10 @@ class RunConfig:
         accepted = CLASSIFIERS + ((strategy.classifier,) if strategy.classifier not in CLASSIFIERS else ())
         if resolved.classifier not in accepted:
             raise ContinualError(f"classifier={resolved.classifier!r} is not accepted; expected one of {', '.join(accepted)}")
+        if strategy.classifier not in CLASSIFIERS and resolved.classifier in ("linear", "both"):
+            raise ContinualError(f"strategy {strategy.name!r} trains no head and predicts with its own classifier "
+                                 f"{strategy.classifier!r}; classifier={resolved.classifier!r} would evaluate the untrained head: "
+                                 f"use {strategy.classifier!r} or 'nme'")
         if resolved.classifier != "linear" and (scenario != "class" or head not in ("incremental", "incremental-mask-past", "fixed")):
             raise ContinualError(f"classifier={resolved.classifier!r} needs the class-incremental scenario with one head "
                                  f"(got scenario {scenario!r}, head {head!r}); use classifier='linear'")

@@ -227,6 +227,8 @@ def test_every_numeric_field_has_a_limit_and_the_message_quotes_it():
     ({"milestones": "3"}, r"milestones=[3] need lr_schedule='step'"),
     ({"classifier": "svm"}, "classifier='svm' is not accepted; expected one of linear, nme, both"),
     ({"classifier": "nme", "scenario": "task"}, "classifier='nme' needs the class-incremental scenario"),
+    ({"strategy": "ncm", "pretrained": "p.pt", "classifier": "linear"}, "strategy 'ncm' trains no head and predicts with its own"),
+    ({"strategy": "replay", "classifier": "ncm"}, "classifier='ncm' is not accepted; expected one of linear, nme, both"),
     ({"benchmark": "permuted-digits", "class_order": "random"}, "class_order applies to split benchmarks only"),
     ({"device": "meta"}, "device 'meta' is not supported (type 'meta'); expected auto, cpu, cuda or cuda:N"),
     ({"device": "cuda:x"}, "unknown device 'cuda:x'"),

@@ -5,17 +5,21 @@
 - :class:`BiasCorrection` (Wu et al., CVPR 2019, "BiC"): one learned ``(alpha, beta)`` per
   experience on its logits, trained on a held-out class-balanced validation set;
 - :class:`NearestMeanClassifier` (Rebuffi et al., CVPR 2017, iCaRL's "NME"): the nearest
-  re-normalised class mean of L2-normalised features, evaluated beside the model's head.
+  re-normalised class mean of L2-normalised features, evaluated beside the model's head;
+- :mod:`~continual.classifiers.closed_form`: :class:`NCM`, :class:`SLDA` and :class:`RanPAC`,
+  exact heads computed from running statistics of a frozen backbone's features.
 
 Importing this package registers the strategies ``wa`` and ``bic``, which add their plugin to a
-run and are meant to be combined with a method that trains on old classes: ``replay+wa``,
-``replay+bic``, ``bic+lwf``. NME is not a strategy: a run chooses it as its evaluation classifier.
+run and are meant to be combined with a method that trains on old classes (``replay+wa``,
+``replay+bic``, ``bic+lwf``), and ``ncm``, ``slda`` and ``ranpac``, which need a pretrained
+backbone and train nothing. NME is not a strategy: a run chooses it as its evaluation classifier.
 """
 
 from __future__ import annotations
 
 from ..strategies import Context, Range, Strategy, register
 from .bic import BiasCorrection
+from .closed_form import NCM, SLDA, RanPAC  # registers ncm, slda and ranpac
 from .nme import NearestMeanClassifier, class_means
 from .wa import WeightAligning, linear_head
 
@@ -49,4 +53,4 @@ register(Strategy("wa", "weight aligning of the new classes' head rows after eac
 register(Strategy("bic", "bias correction, one (alpha, beta) per experience learned on held-out data (Wu et al. 2019)",
                   defaults=DEFAULTS["bic"], limits=LIMITS["bic"], make_plugins=_bic, comes_before=("lwf",)))
 
-__all__ = ["BiasCorrection", "DEFAULTS", "NearestMeanClassifier", "WeightAligning", "class_means", "linear_head"]
+__all__ = ["NCM", "SLDA", "BiasCorrection", "DEFAULTS", "RanPAC", "NearestMeanClassifier", "WeightAligning", "class_means", "linear_head"]
