@@ -522,7 +522,9 @@ class Trainer:
         return row
 
     def _other_classifiers(self) -> list[str]:
-        return [name for name in ["linear", *self.classifiers] if name != self.classifier]
+        """The classifiers evaluated beside the run's; not the head's argmax when nothing trains it."""
+        linear = [] if self._no_training else ["linear"]
+        return [name for name in [*linear, *self.classifiers] if name != self.classifier]
 
     def run(
         self,

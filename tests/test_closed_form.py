@@ -262,9 +262,8 @@ def test_strategy_freezes_the_model_and_evaluates_with_its_head(name, params, pr
     trainer = Trainer(model, epochs=1, device="cpu", plugins=strategy.make_plugins(full, context), classifier=name)
     acc = trainer.run(stream)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-    assert set(trainer.matrices) == {"linear"}
+    assert trainer.matrices == {}  # nothing trains the head: its argmax is not evaluated beside
     assert acc.final_average_accuracy() > 0.8  # 10 digit classes from features pretrained on two (measured: 0.88-0.98)
-    assert trainer.matrices["linear"].final_average_accuracy() < 0.3  # the frozen two-class head: the "linear" matrix means nothing
 
 
 @pytest.mark.parametrize("make", [lambda: NCM(), lambda: SLDA(), lambda: RanPAC(num_projections=32, seed=5)], ids=["ncm", "slda", "ranpac"])
