@@ -237,7 +237,7 @@ def cmd_run(args) -> int:
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule, milestones=parse_ints(args.milestones, "--milestones") or [], lr_decay=args.lr_decay,
         classifier=args.classifier, device=args.device, label=args.label, data_root=args.data_root, download=args.download,
-        head=args.head, pretrained=args.pretrained, seed=args.seed,
+        head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, seed=args.seed,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     if base.label is None and base.params:
@@ -456,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="fixed, incremental, incremental-mask-past or multi "
                    "(default: incremental in the class scenario, fixed otherwise)")
     p.add_argument("--pretrained", default=None, metavar="PATH", help="checkpoint to start the backbone from ('continual pretrain')")
+    p.add_argument("--adapt-first", action="store_true", help="train the backbone on the first experience only, then "
+                   "run the strategy (first-session adaptation; stands in for --pretrained, or adapts it)")
+    p.add_argument("--feature-cache", default="auto", help="auto (default: a frozen backbone's features are computed once "
+                   "per experience, unless training augmentation is on), on (refuse a run it cannot apply to) or off")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: the benchmark's)")

@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .benchmarks import get_benchmark, make_stream
 from .errors import ContinualError
+from .features import FEATURE_CACHE
 from .data import check_root
 from .metrics import AccuracyMatrix
 from .models import HEADS, MODELS, HeadExpansion, build_model, grow_head
@@ -54,6 +55,15 @@ class RunConfig:
             ``"incremental-mask-past"`` or ``"multi"`` (one head per task id); default:
             ``"incremental"`` in the class-incremental scenario, ``"fixed"`` otherwise.
         pretrained: a checkpoint whose backbone weights the model starts from (``continual pretrain``).
+        adapt_first: first-session adaptation: before the strategy starts, train the backbone on
+            the first experience alone (from ``pretrained`` when given, from scratch otherwise);
+            the strategies that need pretrained weights then accept it in their place
+            (:func:`continual.transfer.adapt_first`).
+        feature_cache: ``"auto"`` (default): when the strategy freezes the whole backbone, its
+            features are computed once per experience and the head trains on them, unless
+            training augmentation is on (then they are recomputed every batch, and the
+            provenance says why); ``"on"`` refuses a run where it cannot apply; ``"off"``
+            recomputes every batch (:mod:`continual.features`).
         epochs: passes over each experience (default: the benchmark's).
         lr: learning rate (default: the benchmark's).
         batch_size: training batch size (default: the benchmark's).
@@ -106,6 +116,8 @@ class RunConfig:
     download: bool = False
     head: str | None = None
     pretrained: str | None = None
+    adapt_first: bool = False
+    feature_cache: str = "auto"
 
     def resolve(self, *, here: bool = True) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark, every value checked.
@@ -142,9 +154,12 @@ class RunConfig:
         for key in ("label", "pretrained"):
             if getattr(self, key) is not None and not str(getattr(self, key)).strip():
                 raise ContinualError(f"{key}='' is empty; give a value or leave it out for the default")
-        if strategy.needs_pretrained and not self.pretrained:
+        if strategy.needs_pretrained and not self.pretrained and not self.adapt_first:
             raise ContinualError(f"strategy {strategy.name!r} needs pretrained weights: give --pretrained PATH "
-                                 "(make one with 'continual pretrain --benchmark B --classes ... --out PATH')")
+                                 "(make one with 'continual pretrain --benchmark B --classes ... --out PATH') "
+                                 "or --adapt-first (a backbone trained on the first experience only)")
+        if self.feature_cache not in FEATURE_CACHE:
+            raise ContinualError(f"feature_cache={self.feature_cache!r} is not accepted; expected one of {', '.join(FEATURE_CACHE)}")
         resolved = dataclasses.replace(
             self,
             scenario=scenario,
@@ -205,7 +220,7 @@ class RunConfig:
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
                  "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float}
         texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained",
-                 "split", "lr_schedule", "classifier"}
+                 "split", "lr_schedule", "classifier", "feature_cache"}
         lists = {"increments", "classes", "milestones"}
         changes: dict[str, object] = {}
         for key, value in values.items():
@@ -217,16 +232,16 @@ class RunConfig:
                 changes[key] = parse_class_order(value)
             elif key in lists:
                 changes[key] = parse_ints(value, key)
-            elif key == "download":
+            elif key in ("download", "adapt_first"):
                 changes[key] = coerce(value, bool, key)
         strategy = get_strategy(str(changes.get("strategy", self.strategy)))
         params = dict(self.params)
         for key, value in values.items():
-            if key in kinds or key in texts or key in lists or key in ("class_order", "download"):
+            if key in kinds or key in texts or key in lists or key in ("class_order", "download", "adapt_first"):
                 continue
             name = key[len("params."):] if key.startswith("params.") else key
             if name not in strategy.defaults:
-                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + ["class_order", "download"] + sorted(strategy.defaults)
+                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + ["adapt_first", "class_order", "download"] + sorted(strategy.defaults)
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)
@@ -528,6 +543,8 @@ class Built:
     model: torch.nn.Module
     plugins: list
     trainer: Trainer
+    source: object = None  # the stream as loaded, when ``stream`` holds cached features (else the same)
+    records: dict = field(default_factory=dict)  # provenance of the weights, adaptation and features
 
 
 def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
@@ -564,17 +581,35 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
 
         buffers = [p.buffer for p in plugins if getattr(p, "buffer", None) is not None]
         plugins = [*plugins, NearestMeanClassifier(buffer=buffers[0] if buffers else None)]  # after the buffer is filled
+    records: dict = {}
     if cfg.pretrained:
         from .transfer import load_backbone
 
         load_backbone(model, cfg.pretrained, model_name=cfg.model)
+    if cfg.adapt_first:
+        from .transfer import adapt_first
+
+        records["adapt_first"] = adapt_first(model, first, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                             optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                             seed=cfg.seed, device=device)
     clash = sorted({getattr(p, "name", type(p).__name__) for p in plugins} & RESERVED_EXTRA)
     if clash:
         raise ContinualError(f"a plugin named {clash[0]!r} would overwrite the run's own record in the result; rename the "
                              f"plugin (reserved: {', '.join(sorted(RESERVED_EXTRA))})")
     lr_groups = strategy.prepare_model(model, dict(cfg.params), context) if strategy.prepare_model else None
+    source, trained = stream, model
+    problem = _feature_cache_problem(cfg, model, plugins, stream)
+    if problem is None:
+        from .features import HeadOnly, cache_features
+
+        stream, records["features"] = cache_features(model, stream, batch_size=cfg.eval_batch_size)
+        trained = HeadOnly(model)  # the same head, trained on the cached features
+    elif cfg.feature_cache == "on":
+        raise ContinualError(f"feature_cache='on' cannot apply: {problem}; use 'auto' or 'off'")
+    elif problem.startswith("training augmentation") or cfg.feature_cache == "off":
+        records["features"] = {"cached": False, "why": problem}  # a frozen backbone's features, recomputed every batch
     trainer = Trainer(
-        model, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
+        trained, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size,
         device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks, lr_schedule=cfg.lr_schedule,
         milestones=cfg.milestones, lr_decay=cfg.lr_decay, classifier="linear" if cfg.classifier == "both" else cfg.classifier,
@@ -584,7 +619,23 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
 
         for params, scale in lr_groups:
             scale_lr(trainer.optimizer, params, scale)
-    return Built(cfg, strategy, stream, model, plugins, trainer)
+    return Built(cfg, strategy, stream, model, plugins, trainer, source, records)
+
+
+def _feature_cache_problem(cfg: RunConfig, model: torch.nn.Module, plugins: Sequence[object], stream) -> str | None:
+    """Why the run cannot train on cached features (``None``: it can, see :mod:`continual.features`)."""
+    from .features import cache_refusal, frozen_backbone
+
+    if cfg.feature_cache == "off":
+        return "feature_cache='off'"
+    if not callable(getattr(model, "features", None)) or not isinstance(getattr(model, "head", None), torch.nn.Module):
+        return f"model {cfg.model!r} is not a backbone with a head"
+    if not frozen_backbone(model):
+        return f"strategy {cfg.strategy!r} trains the backbone (only a frozen backbone's features can be cached)"
+    rebuilds = [getattr(p, "name", type(p).__name__) for p in plugins if getattr(p, "rebuilds_optimizer", False)]
+    if rebuilds:
+        return f"plugin {rebuilds[0]!r} changes the model during the run"
+    return cache_refusal(stream)
 
 
 def run(
@@ -635,6 +686,9 @@ def run(
     extra = {getattr(p, "name", type(p).__name__): p.report() for p in plugins if callable(getattr(p, "report", None))}
     timings = trainer.timings.as_dict()
     timings["wall"] = wall_before + time.perf_counter() - wall0
+    records = {k: dict(v) for k, v in built.records.items()}
+    if "seconds" in records.get("features", {}):
+        timings["features"] = records["features"].pop("seconds")  # computing the cached features, once
     if resume is not None:
         extra["resumed"] = True
     test_sizes = [e.num_test for e in stream]
@@ -647,5 +701,5 @@ def run(
         metrics=summary(acc.values, acc.random_init, test_sizes=test_sizes), timings=timings,
         penalties=trainer.penalties, extra=extra, environment=env,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), test_sizes=test_sizes,
-        classifiers=classifiers, provenance=provenance(cfg.to_dict(), stream, env),
+        classifiers=classifiers, provenance=provenance(cfg.to_dict(), built.source, env) | records,
     )

@@ -305,13 +305,22 @@ def _claims_schema(path: Path) -> bool:
 
 # Settings that do not change what a run computes: where the data was read from, whether it was
 # downloaded, and the seed (the seeds of one configuration are its repetitions).
-NOT_IDENTITY = ("seed", "data_root", "download")
+# Cached features give the recomputing run's result (continual.features), so feature_cache is one too.
+NOT_IDENTITY = ("seed", "data_root", "download", "feature_cache")
+# Settings added after results were first written, with the value that means what a configuration
+# without them meant: left out of identities at that value, so earlier results keep their ids.
+ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None}
+
+
+def stable(config: dict) -> dict:
+    """``config`` without the :data:`ADDED_LATER` settings that hold their original meaning."""
+    return {k: v for k, v in config.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 def identity(config: dict) -> dict:
     """The settings that make two runs repetitions of one experiment: the resolved configuration
-    without :data:`NOT_IDENTITY`."""
-    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    without :data:`NOT_IDENTITY` (and :func:`stable`)."""
+    return {k: v for k, v in stable(config).items() if k not in NOT_IDENTITY}
 
 
 def config_id(config: dict) -> str:

@@ -54,7 +54,7 @@ from pathlib import Path
 from .errors import ContinualError
 from .experiment import MAX_SEEDS, RunConfig
 from .files import FolderLock, check_writable, remove_temporaries
-from .results import atomic_write_text, load_result, result_from_dict, save_result
+from .results import atomic_write_text, load_result, result_from_dict, save_result, stable
 
 ENGINES = ("local", "ray")
 _SWEEP_KEYS = {"out", "seeds", "base", "strategies"}
@@ -157,7 +157,7 @@ def _parse_scalar(text: str) -> object:
 
 def config_hash(config: RunConfig) -> str:
     """A short, stable hash of a resolved configuration (same config, same folder)."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(stable(config.to_dict()), sort_keys=True, separators=(",", ":"))  # settings added later left out at their default
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -301,6 +301,50 @@ def pretrain(
     return source
 
 
+def adapt_first(model: nn.Module, experience, *, lr: float, epochs: int, batch_size: int, optimizer: str = "sgd",
+                momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0, device: str | torch.device = "cpu") -> dict:
+    """First-session adaptation: train ``model``'s backbone on the first experience only, in place.
+
+    The protocol of the pretrained-model CIL methods (RanPAC's Phase 1, SimpleCIL's APER: adapt on
+    the first session, then freeze) and of "a backbone trained on the first experience" when no
+    pretrained weights are given. A copy of the model with a new linear head over the
+    experience's classes (relabelled ``0..k-1``) is trained jointly on its training data (every
+    layer, from the model's current weights: pretrained ones when loaded); its backbone is then
+    copied into ``model``, whose own head is left as it is. Call it before the strategy freezes
+    the backbone.
+
+    Deviation from RanPAC: the paper adapts with parameter-efficient modules (adapters, SSF, VPT)
+    on a ViT; here every backbone parameter trains (the full fine-tuning variant of SimpleCIL's
+    APER paper, Zhou et al. 2023, Sec. 4).
+
+    Returns:
+        ``{"classes", "epochs", "lr", "num_train", "test_accuracy"}`` (accuracy of the adapted copy
+        on the experience's test split, its own head).
+    """
+    import copy
+
+    from .streams import Experience
+    from .trainer import Trainer
+
+    classes = sorted({int(c) for c in experience.classes})
+    relabel = torch.full((max(classes) + 1,), -1, dtype=torch.int64, device=experience.y_train.device)
+    relabel[classes] = torch.arange(len(classes), device=relabel.device)
+    local = Experience(index=0, classes=tuple(range(len(classes))), task_id=0,
+                       x_train=experience.x_train, y_train=relabel[experience.y_train], t_train=torch.zeros_like(experience.t_train),
+                       x_test=experience.x_test, y_test=relabel[experience.y_test], t_test=torch.zeros_like(experience.t_test),
+                       transform=experience.transform)
+    net = copy.deepcopy(model)
+    net.head = nn.Linear(int(model.num_features), len(classes)).to(next(model.parameters()).device)
+    trainer = Trainer(net, lr=lr, epochs=epochs, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
+                      weight_decay=weight_decay, device=device, seed=seed)
+    trainer.fit(local)
+    accuracy = trainer.evaluate([local])[0]
+    head_keys = {f"head.{k}" for k in _head(model).state_dict()}
+    model.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
+                          | {k: v for k, v in model.state_dict().items() if k in head_keys})
+    return {"classes": classes, "epochs": epochs, "lr": lr, "num_train": local.num_train, "test_accuracy": accuracy}
+
+
 # ------------------------------------------------------------------------------------------ strategies
 def _prepare_transfer(model: nn.Module, params: dict, context: Context) -> None:
     freeze_backbone(model)
