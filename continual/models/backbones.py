@@ -213,10 +213,12 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
         raise ContinualError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     if head != "fixed":  # the fixed head built by the class is replaced below
         num_classes, initial = 1, num_classes
-    given = [k for k in TORCHVISION_KWARGS if kwargs.get(k) is not None]  # None: not given
-    if given and name in MODELS and not name.endswith("-torchvision"):
-        raise ContinualError(f"model {name!r} takes no {', '.join(given)} (only the torchvision models "
-                             f"{', '.join(m for m in MODELS if m.endswith('-torchvision'))} do)")
+    if not name.endswith("-torchvision"):
+        given = [k for k in TORCHVISION_KWARGS if kwargs.get(k) is not None]  # None: not given
+        if given and name in MODELS:
+            raise ContinualError(f"model {name!r} takes no {', '.join(given)} (only the torchvision models "
+                                 f"{', '.join(m for m in MODELS if m.endswith('-torchvision'))} do)")
+        kwargs = {k: v for k, v in kwargs.items() if k not in TORCHVISION_KWARGS}
     if name == "mlp":
         model: Backbone = MLP(math.prod(input_shape), num_classes=num_classes, **kwargs)
     elif name in MODELS:
