@@ -25,6 +25,7 @@ from continual.errors import ContinualError
 from continual.models import build_model, is_weights_spec, load_weights, resolve_weights, weights_file
 from continual.models import torchvision_models as tvm
 from continual.models.torchvision_models import InputAdapter, TorchvisionBackbone
+from continual.transfer import freeze_blocks
 
 MODELS = list(tvm.TORCHVISION_MODELS)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -106,8 +107,11 @@ def test_cached_weights_load_into_each_architecture(torchvision, name, tmp_path,
         logits = model.eval()(torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(2)))
     assert logits.shape == (batch, 4) and torch.isfinite(logits).all()
     if name == "vit-b16-torchvision":
-        assert "resized 8x8 -> 224x224" in record["input"]
+        assert "resized 8x8 -> 224x224 (bilinear, antialiased; ViT-B/16 takes 224x224 only)" in record["input"]
         assert len(model.blocks()) == 13  # the patch embedding and 12 encoder layers
+        freeze_blocks(model, 1)  # the embedding block holds the class token and position embedding too
+        assert not any(p.requires_grad for p in (model.backbone.class_token, model.backbone.encoder.pos_embedding, *model.backbone.conv_proj.parameters()))
+        assert all(p.requires_grad for p in model.backbone.encoder.layers[0].parameters())
 
 
 def test_a_file_of_another_architecture_or_a_corrupt_one_is_one_line(torchvision, tmp_path, monkeypatch):

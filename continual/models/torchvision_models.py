@@ -104,6 +104,7 @@ class InputAdapter(nn.Module):
         target_mean, target_std: the normalisation the weights expect (3 values or one), or None.
         resize: the output's height and width, or None to keep the input's size.
         input_size: the expected input (H, W), only for :meth:`describe`.
+        resize_note: why the inputs are resized, only for :meth:`describe` (e.g. "ViT-B/16's image size").
 
     Raises:
         ContinualError: for other channel counts, or a mean or std of the wrong length or not positive.
@@ -111,7 +112,7 @@ class InputAdapter(nn.Module):
 
     def __init__(self, in_channels: int, *, source_mean: float | Sequence[float] = (0.0,), source_std: float | Sequence[float] = (1.0,),
                  target_mean: float | Sequence[float] | None = None, target_std: float | Sequence[float] | None = None,
-                 resize: int | None = None, input_size: Sequence[int] | None = None) -> None:
+                 resize: int | None = None, input_size: Sequence[int] | None = None, resize_note: str | None = None) -> None:
         super().__init__()
         if in_channels not in (1, 3):
             raise ContinualError(f"torchvision backbones take 1 (grey) or 3 (colour) input channels; got {in_channels}")
@@ -119,7 +120,7 @@ class InputAdapter(nn.Module):
             raise ContinualError("InputAdapter: give both target_mean and target_std, or neither")
         if resize is not None and not resize >= 1:
             raise ContinualError(f"resize={resize} must be a positive image size (e.g. 224)")
-        self.in_channels, self.resize = in_channels, resize
+        self.in_channels, self.resize, self.resize_note = in_channels, resize, resize_note
         self.input_size = tuple(int(s) for s in input_size) if input_size is not None else None
         self.renormalise = target_mean is not None
         self.source = (_floats(source_mean), _floats(source_std))
@@ -152,7 +153,8 @@ class InputAdapter(nn.Module):
         parts = ["grey -> 3 channels"] if self.in_channels == 1 else []
         if self.resize is not None:
             size = f"{self.input_size[0]}x{self.input_size[1]} -> " if self.input_size else ""
-            parts.append(f"resized {size}{self.resize}x{self.resize} (bilinear, antialiased)")
+            note = f"; {self.resize_note}" if self.resize_note else ""
+            parts.append(f"resized {size}{self.resize}x{self.resize} (bilinear, antialiased{note})")
         if self.target:
             parts.append(f"normalised with mean {_show(self.target[0])} std {_show(self.target[1])}")
         return ", ".join(parts) or "unchanged"
@@ -198,11 +200,13 @@ class TorchvisionBackbone(Backbone):
             raise ContinualError(f"weights {type(weights).__name__}.{weights.name} do not fit model {model_name!r}; "
                                  f"expected {_accepted(model_name)}")
         self.model_name, self.builder, self.weights = model_name, builder, weights
-        kwargs = {}
+        kwargs, note = {}, None
         if builder == "vit_b_16":
             image_size = weights.transforms().crop_size[0] if weights is not None else VIT_IMAGE_SIZE
             if resize is not None and resize != image_size:
                 raise ContinualError(f"model {model_name!r} takes {image_size}x{image_size} images; got resize={resize} (leave it unset or give {image_size})")
+            if resize is None:
+                note = f"ViT-B/16 takes {image_size}x{image_size} only"
             resize, kwargs = image_size, {"image_size": image_size}
         net = getattr(torchvision.models, builder)(weights=None, **kwargs)
         if builder == "vit_b_16":
@@ -212,7 +216,7 @@ class TorchvisionBackbone(Backbone):
         target = weights.transforms() if weights is not None else None
         self.adapt = InputAdapter(in_channels, source_mean=source_mean, source_std=source_std,
                                   target_mean=target.mean if target else None, target_std=target.std if target else None,
-                                  resize=resize, input_size=input_size)
+                                  resize=resize, input_size=input_size, resize_note=note)
         self.backbone = net
         self.num_features = NUM_FEATURES[builder]
         self.head = nn.Linear(self.num_features, num_classes)
