@@ -1,4 +1,4 @@
-"""Backbones with a linear head: an MLP, a small ConvNet and ResNet-18 (reduced and full width).
+"""Backbones with a linear head: an MLP, a small ConvNet, ResNet-18 (reduced and full width) and torchvision's.
 
 Each model takes normalised float inputs (see :class:`continual.data.Transform`). A model is a
 backbone, ``features(x) -> (B, num_features)``, and a classifier in the attribute ``head``: an
@@ -15,6 +15,9 @@ used by A-GEM (Chaudhry et al. 2019) and ER ("On Tiny Episodic Memories", Chaudh
 for Split CIFAR-100: a 3x3 stride-1 stem without max-pooling and four stages of two basic
 blocks with ``nf, 2nf, 4nf, 8nf`` channels. Deviation: the final 4x4 average pool of the GEM code
 is a global average pool here, identical on 32x32 inputs and also defined for other sizes.
+
+torchvision's ResNet-18, ResNet-50 and ViT-B/16, optionally with ImageNet weights, are in
+:mod:`continual.models.torchvision_models`; :func:`build_model` builds them by name.
 """
 
 from __future__ import annotations
@@ -173,43 +176,8 @@ class ResNet18(Backbone):
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
 
-class TorchvisionResNet18(Backbone):
-    """torchvision's ResNet-18 (ImageNet layout, 512 features) as a backbone; weights from a local file only.
-
-    Needs torchvision. Built without weights (never downloaded); load a local torchvision
-    state dict with ``--pretrained PATH`` (its ``fc.*`` entries are ignored). With
-    ``in_channels != 3`` the first convolution is replaced (so its pretrained weights no longer fit).
-
-    Raises:
-        ContinualError: when torchvision cannot be imported.
-    """
-
-    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
-        super().__init__()
-        try:
-            import torchvision
-        except Exception as exc:  # ImportError, or a torchvision built for another torch
-            raise ContinualError(
-                f"model 'resnet18-torchvision' needs torchvision, which cannot be imported here "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); use --model resnet18 or install torchvision"
-            ) from None
-        net = torchvision.models.resnet18(weights=None)
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        net.fc = nn.Identity()
-        self.backbone = net
-        self.num_features = 512
-        self.head = nn.Linear(512, num_classes)
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.backbone(x)  # (B, 512)
-
-    def blocks(self) -> list[nn.Module]:
-        n = self.backbone
-        return [nn.ModuleList([n.conv1, n.bn1]), n.layer1, n.layer2, n.layer3, n.layer4]
-
-
-MODELS = ("mlp", "convnet", "resnet18", "resnet18-full", "resnet18-torchvision")
+MODELS = ("mlp", "convnet", "resnet18", "resnet18-full", "resnet18-torchvision", "resnet50-torchvision", "vit-b16-torchvision")
+TORCHVISION_KWARGS = ("source_mean", "source_std", "weights", "resize")  # only torchvision models take these
 HEADS = ("fixed", "incremental", "incremental-mask-past", "multi")
 
 
@@ -219,7 +187,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
 
     Args:
         name: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"``
-            (nf=64) or ``"resnet18-torchvision"`` (needs torchvision).
+            (nf=64), or torchvision's ``"resnet18-torchvision"``, ``"resnet50-torchvision"`` or
+            ``"vit-b16-torchvision"`` (need torchvision; see :mod:`continual.models.torchvision_models`).
         input_shape: e.g. ``(1, 8, 8)`` or ``(3, 32, 32)``.
         num_classes: outputs of a ``"fixed"`` head; growing heads start with ``num_classes`` outputs
             (``"incremental"``) or with no task head (``"multi"``) and grow with
@@ -229,10 +198,14 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
             ``"multi"`` (a ``MultiHeadClassifier``, one head per task id).
         capacity: rows an incremental head allocates ahead (the stream's number of classes, when
             known; default ``num_classes``, doubling as it grows past it).
-        **kwargs: passed to the model class (e.g. ``hidden=(100,)``, ``nf=32``).
+        **kwargs: passed to the model class (e.g. ``hidden=(100,)``, ``nf=32``); torchvision models
+            take ``source_mean``, ``source_std``, ``weights`` and ``resize``
+            (:class:`~continual.models.torchvision_models.TorchvisionBackbone`), the others refuse them
+            unless None (so a caller may pass them for every model).
 
     Raises:
-        ContinualError: for an unknown name or head, or inputs the model cannot take.
+        ContinualError: for an unknown name or head, inputs the model cannot take, or a
+            torchvision-only argument for another model.
     """
     from .heads import IncrementalClassifier, MultiHeadClassifier
 
@@ -240,15 +213,23 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
         raise ContinualError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     if head != "fixed":  # the fixed head built by the class is replaced below
         num_classes, initial = 1, num_classes
+    if not name.endswith("-torchvision"):
+        given = [k for k in TORCHVISION_KWARGS if kwargs.get(k) is not None]  # None: not given
+        if given and name in MODELS:
+            raise ContinualError(f"model {name!r} takes no {', '.join(given)} (only the torchvision models "
+                                 f"{', '.join(m for m in MODELS if m.endswith('-torchvision'))} do)")
+        kwargs = {k: v for k, v in kwargs.items() if k not in TORCHVISION_KWARGS}
     if name == "mlp":
         model: Backbone = MLP(math.prod(input_shape), num_classes=num_classes, **kwargs)
-    elif name in ("convnet", "resnet18", "resnet18-full", "resnet18-torchvision"):
+    elif name in MODELS:
         if len(input_shape) != 3:
             raise ContinualError(f"model {name!r} needs image inputs (C, H, W); got inputs of shape {tuple(input_shape)}")
         if name == "convnet":
             model = ConvNet(input_shape[0], num_classes, **kwargs)
-        elif name == "resnet18-torchvision":
-            model = TorchvisionResNet18(input_shape[0], num_classes, **kwargs)
+        elif name.endswith("-torchvision"):
+            from .torchvision_models import TorchvisionBackbone
+
+            model = TorchvisionBackbone(name, input_shape[0], num_classes, input_size=tuple(input_shape[1:]), **kwargs)
         else:
             model = ResNet18(input_shape[0], num_classes, **{"nf": 20 if name == "resnet18" else 64, **kwargs})
     else:
@@ -259,6 +240,15 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
     elif head == "multi":
         model.head = MultiHeadClassifier(model.num_features)
     return model
+
+
+def __getattr__(name: str):
+    """``TorchvisionResNet18`` (now in :mod:`.torchvision_models`), imported on first use: that module imports this one."""
+    if name == "TorchvisionResNet18":
+        from .torchvision_models import TorchvisionResNet18
+
+        return TorchvisionResNet18
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def forward(model: nn.Module, x: Tensor, t: Tensor | None = None) -> Tensor:
