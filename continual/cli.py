@@ -237,7 +237,7 @@ def cmd_run(args) -> int:
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule, milestones=parse_ints(args.milestones, "--milestones") or [], lr_decay=args.lr_decay,
         classifier=args.classifier, device=args.device, label=args.label, data_root=args.data_root, download=args.download,
-        head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, seed=args.seed,
+        head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, resize=args.resize, seed=args.seed,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     if base.label is None and base.params:
@@ -452,10 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "increment per experience (B0: an equal split); split benchmarks")
     p.add_argument("--increments", default=None, metavar="N,N,...", help="classes per experience, e.g. 3,2 or 50,10,10,10,10,10")
     p.add_argument("--classes", default=None, metavar="C,C,...", help="only these dataset labels, e.g. 0,1,2,3,4 (default: all)")
-    p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full or resnet18-torchvision (default: the benchmark's)")
+    p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full, resnet18-torchvision, resnet50-torchvision "
+                   "or vit-b16-torchvision (default: the benchmark's)")
     p.add_argument("--head", default=None, help="fixed, incremental, incremental-mask-past or multi "
                    "(default: incremental in the class scenario, fixed otherwise)")
-    p.add_argument("--pretrained", default=None, metavar="PATH", help="checkpoint to start the backbone from ('continual pretrain')")
+    p.add_argument("--pretrained", default=None, metavar="PATH|imagenet|torchvision:ENUM",
+                   help="the backbone's starting weights: a checkpoint ('continual pretrain'), or for a torchvision model "
+                        "imagenet or torchvision:ResNet50_Weights.IMAGENET1K_V2 (from $TORCH_HOME; fetched only with --download)")
+    p.add_argument("--resize", type=int, default=None, metavar="N", help="torchvision models: resize inputs to NxN inside the model")
     p.add_argument("--adapt-first", action="store_true", help="train the backbone on the first experience only, then "
                    "run the strategy (first-session adaptation; stands in for --pretrained, or adapts it)")
     p.add_argument("--feature-cache", default="auto", help="auto (default: a frozen backbone's features are computed once "
@@ -482,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "system folders (/usr/share/datasets/fashion-mnist from apt-get install dataset-fashion-mnist)")
     p.add_argument("--download", action="store_true",
                    help="download missing dataset files (SHA-256 verified) into --data-root, $CONTINUAL_DATA or "
-                        "~/.cache/continual; without it nothing is downloaded")
+                        "~/.cache/continual, and torchvision weights into $TORCH_HOME; without it nothing is downloaded")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)

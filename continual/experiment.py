@@ -27,6 +27,7 @@ from .features import FEATURE_CACHE
 from .data import check_root
 from .metrics import AccuracyMatrix
 from .models import HEADS, MODELS, HeadExpansion, build_model, grow_head
+from .models.torchvision_models import TORCHVISION_MODELS, InputAdapter, is_weights_spec, load_weights, resolve_weights
 from .ledger import memory_ledger, provenance
 from .metrics import summary
 from .results import Result, atomic_torch_save, by_step, classifier_record
@@ -54,7 +55,15 @@ class RunConfig:
         head: ``"fixed"``, ``"incremental"`` (grows with the classes seen),
             ``"incremental-mask-past"`` or ``"multi"`` (one head per task id); default:
             ``"incremental"`` in the class-incremental scenario, ``"fixed"`` otherwise.
-        pretrained: a checkpoint whose backbone weights the model starts from (``continual pretrain``).
+        pretrained: the weights the model's backbone starts from: a checkpoint file (``continual
+            pretrain``, or a plain state dict), or, for a torchvision model, ``"imagenet"`` (the
+            architecture's default ImageNet weights) or ``"torchvision:ENUM"`` (e.g.
+            ``"torchvision:ResNet50_Weights.IMAGENET1K_V2"``), read from torch's cache
+            (``$TORCH_HOME``) and downloaded only with ``download``
+            (:mod:`continual.models.torchvision_models`). A file called ``imagenet`` is
+            ``./imagenet``.
+        resize: torchvision models: resize inputs to ``resize x resize`` inside the model (ViT-B/16
+            works at 224 only and resizes by itself); the provenance says how inputs were adapted.
         adapt_first: first-session adaptation: before the strategy starts, train the backbone on
             the first experience alone (from ``pretrained`` when given, from scratch otherwise);
             the strategies that need pretrained weights then accept it in their place
@@ -85,7 +94,8 @@ class RunConfig:
         params: strategy hyperparameters overriding its defaults (e.g. ``{"lam": 100}``).
         label: the name the run is shown under in tables and plots (default: the strategy).
         data_root: a folder searched first for dataset files (file-based benchmarks).
-        download: download missing dataset files (SHA-256 verified); never otherwise.
+        download: download missing dataset files and pretrained torchvision weights (both
+            SHA-256 verified); never otherwise.
     """
 
     benchmark: str = "split-digits"
@@ -118,6 +128,7 @@ class RunConfig:
     pretrained: str | None = None
     adapt_first: bool = False
     feature_cache: str = "auto"
+    resize: int | None = None
 
     def resolve(self, *, here: bool = True) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark, every value checked.
@@ -156,8 +167,17 @@ class RunConfig:
                 raise ContinualError(f"{key}='' is empty; give a value or leave it out for the default")
         if strategy.needs_pretrained and not self.pretrained and not self.adapt_first:
             raise ContinualError(f"strategy {strategy.name!r} needs pretrained weights: give --pretrained PATH "
-                                 "(make one with 'continual pretrain --benchmark B --classes ... --out PATH') "
+                                 "(make one with 'continual pretrain --benchmark B --classes ... --out PATH'), "
+                                 "--pretrained imagenet with a torchvision model, "
                                  "or --adapt-first (a backbone trained on the first experience only)")
+        if self.pretrained and is_weights_spec(self.pretrained):
+            resolve_weights(model, self.pretrained)  # a wrong name lists the accepted ones
+        if self.resize is not None:
+            if isinstance(self.resize, bool) or not isinstance(self.resize, int) or self.resize < 1:
+                raise ContinualError(f"resize={self.resize!r} must be a positive image size in pixels, e.g. 224")
+            if model not in TORCHVISION_MODELS:
+                raise ContinualError(f"resize={self.resize} applies to the torchvision models ({', '.join(TORCHVISION_MODELS)}); "
+                                     f"model {model!r} takes the benchmark's images as they are")
         if self.feature_cache not in FEATURE_CACHE:
             raise ContinualError(f"feature_cache={self.feature_cache!r} is not accepted; expected one of {', '.join(FEATURE_CACHE)}")
         resolved = dataclasses.replace(
@@ -218,7 +238,7 @@ class RunConfig:
             ContinualError: for an unknown key (naming the accepted ones) or a badly typed value.
         """
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
-                 "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float}
+                 "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float, "resize": int}
         texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained",
                  "split", "lr_schedule", "classifier", "feature_cache"}
         lists = {"increments", "classes", "milestones"}
@@ -568,9 +588,13 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
     if not stream:
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
     first = stream[0]
+    weights = resolve_weights(cfg.model, cfg.pretrained) if cfg.pretrained and is_weights_spec(cfg.pretrained) else None
+    adapter = {}  # torchvision models adapt the inputs to what their weights expect, inside the model
+    if cfg.model in TORCHVISION_MODELS:
+        adapter = {"source_mean": first.transform.mean, "source_std": first.transform.std, "weights": weights, "resize": cfg.resize}
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tuple(first.x_train.shape[1:]), 0 if cfg.head != "fixed" else stream.num_classes, head=cfg.head,
-                        capacity=stream.num_classes)  # an incremental head allocates every class's row ahead
+                        capacity=stream.num_classes, **adapter)  # an incremental head allocates every class's row ahead
     context = Context(stream=stream, device=device, seed=cfg.seed)
     plugins = strategy.make_plugins(dict(cfg.params), context)
     if cfg.head != "fixed":
@@ -582,10 +606,14 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         buffers = [p.buffer for p in plugins if getattr(p, "buffer", None) is not None]
         plugins = [*plugins, NearestMeanClassifier(buffer=buffers[0] if buffers else None)]  # after the buffer is filled
     records: dict = {}
-    if cfg.pretrained:
+    if weights is not None:
+        records["pretrained"] = load_weights(model, weights, download=cfg.download)
+    elif cfg.pretrained:
         from .transfer import load_backbone
 
-        load_backbone(model, cfg.pretrained, model_name=cfg.model)
+        records["pretrained"] = {"file": cfg.pretrained, **load_backbone(model, cfg.pretrained, model_name=cfg.model)}
+    if isinstance(getattr(model, "adapt", None), InputAdapter):
+        records["input"] = model.adapt.describe()
     if cfg.adapt_first:
         from .transfer import adapt_first
 
@@ -686,7 +714,7 @@ def run(
     extra = {getattr(p, "name", type(p).__name__): p.report() for p in plugins if callable(getattr(p, "report", None))}
     timings = trainer.timings.as_dict()
     timings["wall"] = wall_before + time.perf_counter() - wall0
-    records = {k: dict(v) for k, v in built.records.items()}
+    records = {k: dict(v) if isinstance(v, dict) else v for k, v in built.records.items()}
     if "seconds" in records.get("features", {}):
         timings["features"] = records["features"].pop("seconds")  # computing the cached features, once
     if resume is not None:

@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ContinualError, ContinualWarning
+from .errors import ContinualError, ContinualWarning, one_line
 from .files import atomic_torch_save, checksum_problem
+from .models.backbones import check_fits
 from .strategies import Context, Range, Strategy, register
 
 CHECKPOINT_FORMAT = "continual.pretrained"
@@ -126,16 +127,6 @@ def scale_lr(optimizer: torch.optim.Optimizer, params: Sequence[nn.Parameter], s
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-def _keys(keys: Sequence[str], limit: int = 6) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 def save_checkpoint(model: nn.Module, path: str | Path, *, model_name: str, input_shape: Sequence[int], source: dict | None = None) -> Path:
     """Write ``model``'s backbone weights (not its head) with what it was trained on; atomic.
 
@@ -174,7 +165,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, not a torch file, or not weights-only
-        raise ContinualError(f"cannot read checkpoint {str(path)!r} ({_one_line(exc)}); expected a file written by 'continual pretrain' or torch.save(state_dict)") from None
+        raise ContinualError(f"cannot read checkpoint {str(path)!r} ({one_line(exc)}); expected a file written by 'continual pretrain' or torch.save(state_dict)") from None
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         if data.get("version") != CHECKPOINT_VERSION:
             raise ContinualError(f"checkpoint {str(path)!r} has version {data.get('version')!r}; this continual reads version {CHECKPOINT_VERSION}")
@@ -217,15 +208,8 @@ def load_backbone(model: nn.Module, path: str | Path, *, model_name: str | None 
     own = {k: v for k, v in model.state_dict().items() if k not in head_keys}
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("head.")}
     if not set(state) & set(own) and any(k.startswith("backbone.") for k in own):  # a plain torchvision state dict
-        state = {f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = ([f"missing {_keys(missing)}"] if missing else []) + ([f"unexpected {_keys(unexpected)}"] if unexpected else [])
-        raise ContinualError(f"{where} does not fit model {model_name or type(model).__name__}: {'; '.join(parts)}")
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
-    if shapes:
-        raise ContinualError(f"{where} does not fit model {model_name or type(model).__name__} (checkpoint vs model shapes): {_keys(shapes, 4)}")
+        state = {f"backbone.{k}": v for k, v in state.items() if not k.startswith(("fc.", "heads."))}  # ResNet's or ViT's classifier
+    check_fits(own, state, where, model_name or type(model).__name__)
     model.load_state_dict(state, strict=False)
     return {k: ckpt[k] for k in ("model", "input_shape", "source")}
 

@@ -269,3 +269,42 @@ def test_torchvision_backbone_without_torchvision_is_the_known_error(monkeypatch
     monkeypatch.setattr(builtins, "__import__", no_torchvision)
     with pytest.raises(ContinualError, match="model 'resnet50-torchvision' needs torchvision.*use --model resnet18 or install torchvision"):
         TorchvisionBackbone("resnet50-torchvision", 3, 2)
+
+
+# ------------------------------------------------------------------------- the run configuration and CLI
+def test_a_run_with_imagenet_weights_from_the_cache(torchvision, tmp_path, monkeypatch, capsys):
+    """`continual run --model resnet18-torchvision --pretrained imagenet` offline, the file in the cache;
+    the result records the weights and how the inputs were adapted; without the file, one line."""
+    from continual.cli import main
+    from continual.results import load_result
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    args = ["run", "--strategy", "ncm", "--model", "resnet18-torchvision", "--pretrained", "imagenet", "--classes", "0,1,2",
+            "--increments", "2,1", "--resize", "32", "--device", "cpu", "--quiet", "--out", str(tmp_path / "runs")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "are not cached: re-run with --download" in err and "resnet18-f37072fd.pth" in err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    _, path, state = write_weights(torchvision, "resnet18-torchvision", tmp_path / "home")
+    assert main(args) == 0
+    result = load_result(next((tmp_path / "runs").glob("*.json")))
+    record = result.provenance["pretrained"]
+    assert record["weights"] == "ResNet18_Weights.IMAGENET1K_V1" and record["file"] == str(path) and not record["downloaded"]
+    assert result.provenance["input"].startswith("grey -> 3 channels, resized 8x8 -> 32x32")
+    assert "normalised with mean (0.485, 0.456, 0.406)" in result.provenance["input"]
+    assert result.provenance["features"]["cached"] is True and result.provenance["features"]["dim"] == 512
+    assert len(result.acc_matrix) == 2
+
+
+def test_wrong_weights_and_resize_are_one_line_errors(torchvision):
+    from continual.experiment import RunConfig
+
+    with pytest.raises(ContinualError, match=r"^weights 'torchvision:ResNet50_Weights.IMAGENET1K_V2' are for another .*"
+                                             r"expected for model 'resnet18-torchvision': imagenet, torchvision:ResNet18_Weights.IMAGENET1K_V1$"):
+        RunConfig(strategy="transfer", model="resnet18-torchvision", pretrained="torchvision:ResNet50_Weights.IMAGENET1K_V2").resolve()
+    with pytest.raises(ContinualError, match=r"^weights 'imagenet' need a torchvision model \(resnet18-torchvision, "):
+        RunConfig(strategy="transfer", pretrained="imagenet").resolve()
+    with pytest.raises(ContinualError, match=r"^resize=32 applies to the torchvision models"):
+        RunConfig(resize=32).resolve()
+    with pytest.raises(ContinualError, match=r"^resize=0 must be a positive image size"):
+        RunConfig(model="resnet18-torchvision", resize=0).resolve()

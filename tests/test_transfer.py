@@ -142,7 +142,7 @@ def _bad_checkpoints(tmp_path):
         (str(tmp_path / "narrow.pt"), "does not fit model mlp: missing backbone.3.bias, backbone.3.weight"),
         (str(tmp_path / "conv.pt"), "was made for model 'convnet' but this run uses 'mlp'"),
         (_write(tmp_path / "shapes.pt", {k: v[..., :1] if v.dim() else v for k, v in MLP(64).state_dict().items()}),
-         "(checkpoint vs model shapes): backbone.1.bias (1,) vs (400,), backbone.1.weight (400, 1) vs (400, 64)"),
+         "shapes (file vs model) backbone.1.bias (1,) vs (400,), backbone.1.weight (400, 1) vs (400, 64)"),
     ]
 
 

@@ -23,7 +23,7 @@ torchvision's ResNet-18, ResNet-50 and ViT-B/16, optionally with ImageNet weight
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,6 +56,28 @@ class Backbone(nn.Module):
         if self.takes_task_id:
             return self.head(f, t)  # (B, num_classes)
         return self.head(f)  # (B, num_classes)
+
+
+def check_fits(own: Mapping[str, Tensor], state: Mapping[str, Tensor], where: str, model: str) -> None:
+    """Refuse ``state`` unless it has exactly ``own``'s keys with the same shapes (one line naming the offenders).
+
+    Args:
+        own: the state dict of the module to load into.
+        state: the state dict to load.
+        where: the file, for the message (e.g. ``"checkpoint 'p.pt'"``).
+        model: the model's name, for the message.
+    """
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    parts = ([f"missing {_keys(missing)}"] if missing else []) + ([f"unexpected {_keys(unexpected)}"] if unexpected else []) \
+        + ([f"shapes (file vs model) {_keys(shapes, 4)}"] if shapes else [])
+    if parts:
+        raise ContinualError(f"{where} does not fit model {model}: {'; '.join(parts)}")
+
+
+def _keys(keys: Sequence[str], limit: int = 6) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 class MLP(Backbone):

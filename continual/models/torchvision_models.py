@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ContinualError
-from .backbones import Backbone
+from ..errors import ContinualError, one_line
+from .backbones import Backbone, check_fits
 
 TORCHVISION_MODELS: dict[str, str] = {  # our model name -> torchvision builder
     "resnet18-torchvision": "resnet18",
@@ -55,16 +55,6 @@ CLASSIFIER_PREFIXES = {"resnet18": ("fc.",), "resnet50": ("fc.",), "vit_b_16": (
 VIT_IMAGE_SIZE = 224  # torchvision's vit_b_16 without weights
 MIRROR_ENV = "CONTINUAL_WEIGHTS_MIRROR"
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: the SHA-256 prefix in "resnet18-f37072fd.pth"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-def _keys(keys: Sequence[str], limit: int = 6) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _torchvision(model_name: str):
@@ -328,9 +318,9 @@ def _download(url: str, target: Path, prefix: str | None) -> None:
         if isinstance(exc, RuntimeError) and "invalid hash value" in str(exc):
             why = f"its SHA-256 does not start with {prefix!r}, the hash prefix in the file name (a wrong or damaged file)"
         elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):  # URLError, HTTPError, timeouts
-            why = f"network error ({_one_line(exc)})"
+            why = f"network error ({one_line(exc)})"
         else:
-            why = _one_line(exc)
+            why = one_line(exc)
         mirror = f" (from ${MIRROR_ENV})" if os.environ.get(MIRROR_ENV) else ""
         raise ContinualError(f"cannot download {url}{mirror}: {why}; nothing was kept in {target.parent}") from None
     finally:
@@ -382,17 +372,11 @@ def load_weights(model: TorchvisionBackbone, weights, *, download: bool = False)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or not weights-only
-        raise ContinualError(f"cannot read cached weights {str(path)!r} ({_one_line(exc)}); delete it and re-run with --download") from None
+        raise ContinualError(f"cannot read cached weights {str(path)!r} ({one_line(exc)}); delete it and re-run with --download") from None
     if not (isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items())):
         raise ContinualError(f"cached weights {str(path)!r} hold a {type(state).__name__}, not a state dict; delete it and re-run with --download")
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES[model.builder])}
-    own = model.backbone.state_dict()
-    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = ([f"missing {_keys(missing)}"] if missing else []) + ([f"unexpected {_keys(unexpected)}"] if unexpected else []) \
-            + ([f"shapes (file vs model) {_keys(shapes, 4)}"] if shapes else [])
-        raise ContinualError(f"weights file {str(path)!r} does not fit model {model.model_name!r}: {'; '.join(parts)}")
+    check_fits(model.backbone.state_dict(), state, f"weights file {str(path)!r}", repr(model.model_name))
     model.backbone.load_state_dict(state, strict=True)
     return {"weights": name, "url": url, "file": str(path), "sha256_prefix": prefix, "downloaded": downloaded,
             "input": model.adapt.describe(), "recipe": weights.meta.get("recipe")}
