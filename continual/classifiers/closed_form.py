@@ -10,7 +10,7 @@ seen so far (up to float rounding), so the predictions depend neither on the cla
 how the classes were cut into experiences (tested), with one exception: RanPAC's ridge chosen on
 held-out data (``ridge=None``) is chosen per experience, as in the paper.
 
-Strategies ``ncm``, ``slda``, ``ranpac`` (registered here; all need ``--pretrained``) freeze the
+Strategies ``ncm``, ``slda``, ``ranpac`` (registered here; all need ``--pretrained`` or ``--adapt-first``) freeze the
 whole model (backbone and head) and evaluate with their head by default. A ``classifier="both"``
 run's ``"linear"`` matrix is then the untrained (pretrained, frozen) head's and means nothing.
 
@@ -49,8 +49,10 @@ Learning", NeurIPS 2023; the authors' code RanPAC/RanPAC ``RanPAC.py`` (``setup_
 ``replace_fc``, ``optimise_ridge_parameter``).
 
 - Deviation: the paper's Phase 1 (parameter-efficient adaptation of the backbone on the first
-  experience: adapters, SSF or VPT) is not done; the backbone is the frozen pretrained one, which
-  is the authors' ``model_name="ncm"`` with ``use_RP=True`` (their "no Phase 1" ablation).
+  experience: adapters, SSF or VPT) is not done by default; the backbone is the frozen pretrained
+  one, which is the authors' ``model_name="ncm"`` with ``use_RP=True`` (their "no Phase 1"
+  ablation). ``--adapt-first`` (:func:`continual.transfer.adapt_first`) adapts on the first
+  experience by fine-tuning every backbone layer instead of adding adapters.
 - ``H = ReLU(F W_rand)``, ``W_rand ~ N(0, 1)`` of shape ``(D, M)`` drawn once from ``seed`` with a
   CPU ``torch.Generator`` (the authors: ``torch.randn`` from the global generator); ``G += H^T H``, ``Q += H^T Y`` (one-hot ``Y``);
   ``W = (G + lambda I)^-1 Q``; scores ``H W``. Float64 throughout (the authors: float32 on CPU).
