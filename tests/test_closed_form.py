@@ -288,3 +288,31 @@ def test_on_cuda_the_statistics_live_on_the_device_and_predict_as_on_cpu(data, m
         gpu.after_experience(Net().cuda(), e)
     assert all(v.is_cuda for v in gpu.state_dict().values())
     assert torch.equal(gpu.predict(Net().cuda(), data.x_test.cuda()).cpu(), cpu.predict(Net(), data.x_test))
+
+
+@pytest.mark.parametrize("make, values", [(lambda: SLDA(shrinkage=1e-4), [0.0, 1e-4, 0.1, 0.5]),
+                                          (lambda: RanPAC(num_projections=40, ridge=1.0), [1e-3, 1.0, 100.0])])
+def test_a_sweep_reuses_the_statistics_and_equals_fresh_heads(data, make, values):
+    """Each value's accuracy equals a head fitted from scratch with that value; the statistics are untouched."""
+    head = fit(make(), data, GROUPS)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    own = head._get()
+    exps = experiences(data, GROUPS)
+    swept = head.sweep(Net(), exps, values)
+    assert list(swept) == values and head._get() == own
+    for k, v in head.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    f, y = torch.cat([Net().features(e.x_test) for e in exps]).double(), torch.cat([e.y_test for e in exps])
+    for value in values:
+        fresh = make()
+        if isinstance(fresh, SLDA):
+            fresh.shrinkage = value
+        else:
+            fresh.fixed_ridge = value
+        fit(fresh, data, GROUPS)
+        assert swept[value] == float((fresh._scores(f).argmax(1) == y).double().mean()), value
+    with pytest.raises(ContinualError, match="must be"):
+        head.sweep(Net(), exps, [-1.0])
+    assert head._get() == own
+    with pytest.raises(ContinualError, match="ncm: has no hyperparameter to sweep"):
+        fit(NCM(), data, GROUPS).sweep(Net(), exps, [1.0])

@@ -238,6 +238,61 @@ class _ClosedForm(Plugin):
     def _refit(self) -> None:
         return None
 
+    _swept = ""  # the hyperparameter :meth:`sweep` varies (the head is solved again from the same statistics)
+
+    def _set(self, value: float) -> None:
+        raise NotImplementedError
+
+    def _get(self) -> float:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sweep(self, model: nn.Module, experiences, values) -> dict[float, float]:
+        """Accuracy on the experiences' test splits for each value of the head's hyperparameter
+        (SLDA's shrinkage, RanPAC's ridge), from the statistics already accumulated.
+
+        Nothing is accumulated again: the test features are computed once, and for each value the
+        head is solved again from the same statistics (a ``D x D`` or ``M x M`` solve), so a sweep
+        of ``k`` values costs ``k`` solves, not ``k`` runs. The head's own value is restored after.
+
+        Args:
+            model: the frozen model whose features the statistics hold.
+            experiences: the experiences to score (their test splits, pooled).
+            values: the hyperparameter values to try.
+
+        Returns:
+            ``{value: accuracy}``.
+
+        Raises:
+            ContinualError: for a head with nothing to sweep, before any experience, or a value
+                outside the hyperparameter's range.
+        """
+        if not self._swept:
+            raise ContinualError(f"{self.name}: has no hyperparameter to sweep")
+        if self._num_classes() == 0:
+            raise ContinualError(f"{self.name}: no statistics yet; sweep after an experience")
+        was_training = model.training
+        model.eval()
+        try:
+            device = _device(model)
+            feats, labels = [], []
+            for e in experiences:
+                for s in range(0, e.num_test, self.batch_size):
+                    xb = e.transform(e.x_test[s : s + self.batch_size].to(device))
+                    feats.append(model.features(xb).flatten(1).double())
+                    labels.append(e.y_test[s : s + self.batch_size].to(device))
+        finally:
+            model.train(was_training)
+        f, y = torch.cat(feats), torch.cat(labels)
+        own, out = self._get(), {}
+        try:
+            for value in values:
+                self._set(float(value))
+                out[float(value)] = float((self._scores(f).argmax(1) == y).double().mean())
+        finally:
+            self._set(own)
+        return out
+
 
 class NCM(_ClosedForm):
     """Nearest class mean of a frozen backbone's features (SimpleCIL's prototype classifier).
@@ -344,6 +399,17 @@ class SLDA(_ClosedForm):
     def _refit(self) -> None:
         if self.counts.numel():
             self._fit()
+
+    _swept = "shrinkage"
+
+    def _set(self, value: float) -> None:
+        if not 0 <= value < 1:
+            raise ContinualError(f"slda: shrinkage={value} must be in [0, 1)")
+        self.shrinkage = value
+        self._refit()
+
+    def _get(self) -> float:
+        return self.shrinkage
 
     def _scores(self, f: Tensor) -> Tensor:
         scores = f @ self.weight.to(f.device) + self.bias.to(f.device)  # (B, C)
@@ -458,6 +524,17 @@ class RanPAC(_ClosedForm):
             yv = F.one_hot(y[s : s + self.batch_size], C).double()  # (B, C)
             sse += ((hv @ w - yv) ** 2).sum((1, 2))  # (R, B, C) -> (R,)
         return RIDGES[int(sse.argmin())]  # one host sync per experience
+
+    _swept = "ridge"
+
+    def _set(self, value: float) -> None:
+        if not value >= 0:
+            raise ContinualError(f"ranpac: ridge={value} must be >= 0")
+        self.ridge = torch.tensor(value, dtype=torch.float64)
+        self._refit()
+
+    def _get(self) -> float:
+        return float(self.ridge)
 
     def _scores(self, f: Tensor) -> Tensor:
         scores = self.project(f) @ self.weight.to(f.device)  # (B, C)
