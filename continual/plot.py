@@ -1,5 +1,6 @@
 """Figures from results: accuracy-over-tasks curves, per-experience curves, accuracy-matrix heatmaps,
-and the class-incremental curve (accuracy over all test samples seen, sample-weighted).
+the class-incremental curve (accuracy over all test samples seen, sample-weighted), and labelled
+bars of a few accuracies (:func:`plot_bars`, the README's recipes).
 
 Every function draws into the ``ax`` it is given (or a new figure's) and returns the figure; none
 calls ``plt.show()``. Curves over seeds show the mean and a band: by default the 95% confidence
@@ -9,7 +10,8 @@ interval of the mean from the t distribution (``band="ci"``); ``"std"`` (standar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -163,6 +165,73 @@ def plot_accuracy_matrix(acc_matrix, *, ax=None, title: str | None = None):
     ax.set_ylabel("after training on experience i")
     ax.set_title(title or "accuracy matrix (%)")
     fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def plot_bars(values: Mapping[str, float | None] | Mapping[str, Mapping[str, float | None]], *, ax=None,
+              title: str | None = None, ylabel: str = "test accuracy (%)", chance: float | None = None):
+    """Bars of accuracies (fractions, drawn in percent), each labelled with its value.
+
+    ``values`` maps a name to an accuracy (one bar each), or a name to a mapping of accuracies
+    (one group of bars per name, one colour per inner key, with a legend): e.g. per strategy, the
+    old classes' accuracy before and after a step. ``None`` (not measured) leaves a gap.
+
+    Args:
+        values: ``{"frozen head": 0.86, ...}`` or ``{"replay": {"old": 0.9, "new": 1.0}, ...}``.
+        ax: a matplotlib Axes to draw into (default: a new figure).
+        title: the axes title.
+        ylabel: the y-axis label.
+        chance: an accuracy drawn as a dashed line labelled "chance (20%)" (e.g. 1 / number of classes).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ContinualError: for no values, groups with no accuracies, or accuracies mixed with groups.
+
+    >>> fig = plot_bars({"finetune": {"old": 0.0, "new": 1.0}, "replay": {"old": 0.9, "new": 0.98}}, chance=0.2)
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ['old', 'new', 'chance (20%)']
+    """
+    if not values:
+        raise ContinualError("no values to plot")
+    grouped = all(isinstance(v, Mapping) for v in values.values())
+    if not grouped and any(isinstance(v, Mapping) for v in values.values()):
+        raise ContinualError("values mixes accuracies and groups of accuracies; give one or the other")
+    groups = {k: dict(v) for k, v in values.items()} if grouped else {"": dict(values)}
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    if not series:
+        raise ContinualError("no accuracies to plot: every group is empty")
+    names = list(groups) if grouped else series
+    fig, ax = _axes(ax, size=(max(5.0, 0.55 * len(names) * (len(series) if grouped else 2) + 2.5), 4))
+    width = 0.8 / len(series) if grouped else 0.6
+    colors = plt.get_cmap("tab10").colors
+    handles = []
+    for k, s in enumerate(series if grouped else [""]):
+        if grouped:
+            x = np.arange(len(names)) + (k - (len(series) - 1) / 2) * width
+            ys = [groups[n].get(s) for n in names]
+        else:
+            x, ys = np.arange(len(names)), [groups[""][n] for n in names]
+        shown = [(xi, 100 * y) for xi, y in zip(x, ys) if y is not None]
+        if not shown:
+            continue
+        bars = ax.bar(*zip(*shown), width=width, color=colors[k % len(colors)] if grouped else colors[0],
+                      label=s if grouped else None)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+        handles.append(bars)
+    if chance is not None:
+        handles.append(ax.axhline(100 * chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({100 * chance:.0f}%)"))
+    ax.set_xticks(np.arange(len(names)), [textwrap.fill(n, 18) for n in names], fontsize=9)
+    ax.set_ylim(0, 110)  # room for the labels above 100%
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if grouped or chance is not None:
+        handles = handles if grouped else handles[-1:]  # one colour per series, then the chance line
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 

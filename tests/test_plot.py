@@ -42,3 +42,27 @@ def test_seen_accuracy_curves(tmp_path):
             "experiences_b_class_replay__linear_.png", "matrix_b_class_finetune.png"} <= names
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
     assert "seen_b_class.png" not in {p.name for p in save_figures([fake("a", 0, 0.8)], tmp_path / "plain")}
+
+
+def test_plot_bars_labels_each_bar_and_leaves_gaps(tmp_path):
+    from continual.plot import plot_bars
+
+    fig, ax = plt.subplots()
+    assert plot_bars({"head only": 0.875, "from scratch": 0.514}, ax=ax, title="t", chance=0.5) is fig
+    assert [round(p.get_height(), 6) for p in ax.patches] == [87.5, 51.4]
+    assert [t.get_text() for t in ax.texts] == ["87.5", "51.4"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance (50%)"]
+    assert ax.get_ylabel() == "test accuracy (%)" and ax.get_title() == "t"
+    plt.close(fig)
+    steps = {"finetune": {"old": 0.0, "new": 1.0}, "replay": {"old": 0.9, "new": None}}
+    fig = plot_bars(steps)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3  # replay's missing "new" leaves a gap
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["finetune", "replay"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["old", "new"]
+    fig.savefig(tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"
+    plt.close(fig)
+    for bad, match in [({}, "no values"), ({"a": {}}, "empty"), ({"a": 0.5, "b": {"old": 0.1}}, "mixes")]:
+        with pytest.raises(ContinualError, match=match):
+            plot_bars(bad)

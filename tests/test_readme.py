@@ -3,11 +3,15 @@
 import re
 from pathlib import Path
 
+from tests.test_recipes import section
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    text = README.read_text()
+    text = text.replace(section(text, "## Recipes"), "")  # tests/test_recipes.py runs those
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README has no python example"
     monkeypatch.chdir(tmp_path)
     for code in blocks:
