@@ -1,6 +1,8 @@
 """The README's three recipes (feature extraction, fine-tuning, incremental learning) run as
 written on the bundled digits, in a temporary folder, print their table, write a valid PNG and show
-their point. The ImageNet variant (the commented line) is not run: it downloads."""
+their point. The ImageNet variant (the commented line) is not trained (it downloads, and trains a
+full ResNet-18 on 64x64 images): its configuration is built with a stand-in weights file in a
+temporary torch cache, which checks the line is one a run accepts."""
 
 import re
 from pathlib import Path
@@ -9,8 +11,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-IMAGENET = ('# ImageNet weights instead (downloads 45 MB once): '
-            'base.update(model="resnet18-torchvision", pretrained="imagenet", download=True)')
+UPDATE = 'base.update(model="resnet18-torchvision", pretrained="imagenet", download=True, resize=64)'
+IMAGENET = '# ImageNet weights instead (downloads 45 MB once): ' + UPDATE
 
 
 def section(text: str, heading: str) -> str:
@@ -92,3 +94,22 @@ def test_incremental_learning(tmp_path, monkeypatch, capsys):
     assert finetune["old classes, after step 2"] < 0.1  # forgotten
     assert replay["old classes, after step 2"] > 0.7  # kept by 60 stored images
     assert ns["r"].extra["head"]["sizes"] == [3, 5]  # the head grew from 3 to 5 classes
+
+
+def test_the_imagenet_line_builds_with_the_weights_in_the_cache(torchvision, tmp_path, monkeypatch):
+    """The recipes' ImageNet line, applied to recipe (a)'s settings, builds a run that loads the
+    (stand-in) cached ImageNet weights, adapts the digits to them and caches 512 features."""
+    from continual.experiment import RunConfig, build
+    from tests.test_torchvision_weights import write_weights
+
+    code = recipe("Feature extraction")
+    base_line = next(line for line in code.splitlines() if line.startswith("base = dict("))
+    namespace: dict = {}
+    exec(base_line, namespace)
+    exec(UPDATE, namespace)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    write_weights(torchvision, "resnet18-torchvision", tmp_path / "home")
+    built = build(RunConfig(strategy="transfer", **{**namespace["base"], "download": False}))
+    assert built.records["pretrained"]["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+    assert built.records["input"].startswith("grey -> 3 channels, resized 8x8 -> 64x64")
+    assert built.stream[0].x_train.shape[1] == 512
