@@ -33,7 +33,8 @@ from .results import Result, find_results, load_result, save_result
 from .strategies import STRATEGIES, Strategy, get_strategy, register
 from .streams import Experience, Stream, concat, permuted, rotated, split
 from .trainer import Plugin, Trainer
-from .transfer import freeze, load_backbone, pretrain  # also registers the transfer strategies
+from .features import cache_features
+from .transfer import adapt_first, freeze, load_backbone, pretrain  # also registers the transfer strategies
 from . import regularizers  # after strategies: registers ewc, online-ewc, si, mas, l2, lwf
 from .regularizers import EWC, L2, MAS, SI, LwF, combine
 from . import classifiers  # registers wa and bic
@@ -49,7 +50,7 @@ __all__ = [
     "MultiHeadClassifier", "ResNet18", "SI",
     "Plugin", "ReservoirBuffer", "Result", "RunConfig", "STRATEGIES", "Strategy", "Stream", "Trainer", "Transform",
     "accuracy_curve", "average_accuracy", "average_forgetting", "average_incremental_accuracy",
-    "backward_transfer", "build_model", "combine", "concat", "digits", "final_average_accuracy", "find_results",
+    "adapt_first", "backward_transfer", "build_model", "cache_features", "combine", "concat", "digits", "final_average_accuracy", "find_results",
     "forgetting", "forward_transfer", "freeze", "get_benchmark", "get_strategy", "herding", "intransigence", "learning_accuracy",
     "load_backbone", "load_result", "make_buffer", "make_stream", "mean_ci", "permuted", "pretrain", "register", "regularizers",
     "rotated", "run", "save_result", "split",

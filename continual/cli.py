@@ -237,7 +237,8 @@ def cmd_run(args) -> int:
         batch_size=args.batch_size, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule, milestones=parse_ints(args.milestones, "--milestones") or [], lr_decay=args.lr_decay,
         classifier=args.classifier, device=args.device, label=args.label, data_root=args.data_root, download=args.download,
-        head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, resize=args.resize, seed=args.seed,
+        head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, resize=args.resize,
+        hidden=parse_ints(args.hidden, "--hidden"), normalise=args.normalise, seed=args.seed,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     if base.label is None and base.params:
@@ -460,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the backbone's starting weights: a checkpoint ('continual pretrain'), or for a torchvision model "
                         "imagenet or torchvision:ResNet50_Weights.IMAGENET1K_V2 (from $TORCH_HOME; fetched only with --download)")
     p.add_argument("--resize", type=int, default=None, metavar="N", help="torchvision models: resize inputs to NxN inside the model")
+    p.add_argument("--hidden", default=None, metavar="W,W,...", help="the MLP's hidden widths (default 400,400)")
+    p.add_argument("--no-normalise", dest="normalise", action="store_false",
+                   help="pixels scaled to [0, 1] only, without the dataset's mean/std normalisation")
     p.add_argument("--adapt-first", action="store_true", help="train the backbone on the first experience only, then "
                    "run the strategy (first-session adaptation; stands in for --pretrained, or adapts it)")
     p.add_argument("--feature-cache", default="auto", help="auto (default: a frozen backbone's features are computed once "

@@ -62,6 +62,10 @@ class RunConfig:
             (``$TORCH_HOME``) and downloaded only with ``download``
             (:mod:`continual.models.torchvision_models`). A file called ``imagenet`` is
             ``./imagenet``.
+        hidden: the MLP's hidden widths (default ``[400, 400]``), e.g. ``[256, 256]`` (Mammoth's
+            ``MNISTMLP``); ``mlp`` only.
+        normalise: ``False`` feeds pixels scaled to [0, 1] without the dataset's mean/std
+            normalisation (as papers that use ``ToTensor()`` alone); not with training augmentation.
         resize: torchvision models: resize inputs to ``resize x resize`` inside the model (ViT-B/16
             works at 224 only and resizes by itself); the provenance says how inputs were adapted.
         adapt_first: first-session adaptation: before the strategy starts, train the backbone on
@@ -129,6 +133,8 @@ class RunConfig:
     adapt_first: bool = False
     feature_cache: str = "auto"
     resize: int | None = None
+    hidden: list[int] | None = None
+    normalise: bool = True
 
     def resolve(self, *, here: bool = True) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark, every value checked.
@@ -172,6 +178,11 @@ class RunConfig:
                                  "or --adapt-first (a backbone trained on the first experience only)")
         if self.pretrained and is_weights_spec(self.pretrained):
             resolve_weights(model, self.pretrained)  # a wrong name lists the accepted ones
+        if self.hidden is not None:
+            if model != "mlp":
+                raise ContinualError(f"hidden={self.hidden} sets the widths of model 'mlp'; model {model!r} has no hidden widths")
+            if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+                raise ContinualError(f"hidden={self.hidden} must be a non-empty list of positive widths, e.g. [256, 256]")
         if self.resize is not None:
             if isinstance(self.resize, bool) or not isinstance(self.resize, int) or self.resize < 1:
                 raise ContinualError(f"resize={self.resize!r} must be a positive image size in pixels, e.g. 224")
@@ -241,7 +252,7 @@ class RunConfig:
                  "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float, "resize": int}
         texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained",
                  "split", "lr_schedule", "classifier", "feature_cache"}
-        lists = {"increments", "classes", "milestones"}
+        lists = {"increments", "classes", "milestones", "hidden"}
         changes: dict[str, object] = {}
         for key, value in values.items():
             if key in kinds:
@@ -252,16 +263,16 @@ class RunConfig:
                 changes[key] = parse_class_order(value)
             elif key in lists:
                 changes[key] = parse_ints(value, key)
-            elif key in ("download", "adapt_first"):
+            elif key in ("download", "adapt_first", "normalise"):
                 changes[key] = coerce(value, bool, key)
         strategy = get_strategy(str(changes.get("strategy", self.strategy)))
         params = dict(self.params)
         for key, value in values.items():
-            if key in kinds or key in texts or key in lists or key in ("class_order", "download", "adapt_first"):
+            if key in kinds or key in texts or key in lists or key in ("class_order", "download", "adapt_first", "normalise"):
                 continue
             name = key[len("params."):] if key.startswith("params.") else key
             if name not in strategy.defaults:
-                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + ["adapt_first", "class_order", "download"] + sorted(strategy.defaults)
+                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + ["adapt_first", "class_order", "download", "normalise"] + sorted(strategy.defaults)
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)
@@ -587,14 +598,17 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
     )
     if not stream:
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
+    if not cfg.normalise:
+        stream = _unnormalised(stream)
     first = stream[0]
     weights = resolve_weights(cfg.model, cfg.pretrained) if cfg.pretrained and is_weights_spec(cfg.pretrained) else None
-    adapter = {}  # torchvision models adapt the inputs to what their weights expect, inside the model
+    model_args: dict = {"hidden": tuple(cfg.hidden)} if cfg.hidden else {}
+    # torchvision models adapt the inputs to what their weights expect, inside the model
     if cfg.model in TORCHVISION_MODELS:
-        adapter = {"source_mean": first.transform.mean, "source_std": first.transform.std, "weights": weights, "resize": cfg.resize}
+        model_args = {"source_mean": first.transform.mean, "source_std": first.transform.std, "weights": weights, "resize": cfg.resize}
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tuple(first.x_train.shape[1:]), 0 if cfg.head != "fixed" else stream.num_classes, head=cfg.head,
-                        capacity=stream.num_classes, **adapter)  # an incremental head allocates every class's row ahead
+                        capacity=stream.num_classes, **model_args)  # an incremental head allocates every class's row ahead
     context = Context(stream=stream, device=device, seed=cfg.seed)
     plugins = strategy.make_plugins(dict(cfg.params), context)
     if cfg.head != "fixed":
@@ -648,6 +662,20 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         for params, scale in lr_groups:
             scale_lr(trainer.optimizer, params, scale)
     return Built(cfg, strategy, stream, model, plugins, trainer, source, records)
+
+
+def _unnormalised(stream):
+    """``stream`` with each transform's mean/std normalisation removed (pixels scaled to [0, 1] only)."""
+    from .streams import Stream
+
+    experiences = []
+    for e in stream:
+        t = e.transform
+        if getattr(t, "augment", None) is not None:
+            raise ContinualError(f"normalise=False with benchmark {stream.name!r}: its training augmentation pads with "
+                                 "the normalised black; keep normalise=True")
+        experiences.append(dataclasses.replace(e, transform=dataclasses.replace(t, mean=(0.0,) * len(t.mean), std=(1.0,) * len(t.std))))
+    return Stream(experiences, name=stream.name, scenario=stream.scenario, num_classes=stream.num_classes, class_order=stream.class_order)
 
 
 def _feature_cache_problem(cfg: RunConfig, model: torch.nn.Module, plugins: Sequence[object], stream) -> str | None:

@@ -309,7 +309,7 @@ def _claims_schema(path: Path) -> bool:
 NOT_IDENTITY = ("seed", "data_root", "download", "feature_cache")
 # Settings added after results were first written, with the value that means what a configuration
 # without them meant: left out of identities at that value, so earlier results keep their ids.
-ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None}
+ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None, "hidden": None, "normalise": True}
 
 
 def stable(config: dict) -> dict:

@@ -301,3 +301,19 @@ def test_set_seed_is_the_first_seed(monkeypatch, tmp_path):
     with pytest.raises(Reached):
         main(["run", "--set", "seed=7", "--seeds", "2", "--device", "cpu", "--out", str(tmp_path), "--quiet"])
     assert seen == [7]
+
+
+def test_mlp_widths_and_unnormalised_inputs():
+    from continual.experiment import build
+
+    built = build(RunConfig(hidden=[32, 16], normalise=False, device="cpu"))
+    assert [m.out_features for m in built.model.blocks()] == [32, 16]
+    t = built.stream[0].transform
+    assert t.mean == (0.0,) and t.std == (1.0,)
+    x = built.stream[0].x_train[:4]
+    assert float(t(x).max()) <= 1.0 and float(t(x).min()) >= 0.0  # pixels in [0, 1]
+    with pytest.raises(ContinualError, match=r"^hidden=\[0\] must be a non-empty list of positive widths"):
+        RunConfig(hidden=[0]).resolve()
+    with pytest.raises(ContinualError, match=r"^hidden=\[64\] sets the widths of model 'mlp'; model 'convnet'"):
+        RunConfig(model="convnet", hidden=[64]).resolve()
+    assert RunConfig().override({"hidden": "256,256", "normalise": "false"}).hidden == [256, 256]
