@@ -1,0 +1,68 @@
+"""papers/: the reproduction scripts' shared command line (continual.papers), each script's --smoke run
+(default suite), and each --check that can run on this machine (marked slow: pytest -m slow)."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from continual.errors import ContinualError
+from continual.papers import BEGIN, END, Outcome, Row, default_band, table, write_readme
+
+PAPERS = Path(__file__).resolve().parent.parent / "papers"
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def load(folder: str):
+    spec = importlib.util.spec_from_file_location(f"paper_{folder.replace('-', '_')}", PAPERS / folder / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bands_statuses_and_the_table():
+    row = Row("DER", {}, published=82.03, spread=0.57, band=default_band(82.03, 0.57))
+    assert row.band == (80.03, 84.03)
+    assert Outcome(row, [81.0, 82.0]).status == "within band" and Outcome(row, [79.0, 80.0]).status == "outside band"
+    assert Outcome(row, []).status == "not run" and Outcome(row, [10.0], smoke=True).status.startswith("smoke")
+    text = table([Outcome(row, [81.0, 82.0, 83.0])], seeds=[0, 1, 2])
+    assert "| DER | 82.03 ± 0.57 (std) | 82.00 ± 2.48 | [80.03, 84.03] | within band |" in text  # t(0.975, 2) * 1 / sqrt(3)
+
+
+def test_the_readme_table_is_written_between_its_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# paper\n\nbefore\n{BEGIN}\nold\n{END}\nafter\n")
+    write_readme(readme, "| new |")
+    assert readme.read_text() == f"# paper\n\nbefore\n{BEGIN}\n| new |\n{END}\nafter\n"
+    (tmp_path / "bare.md").write_text("no markers")
+    with pytest.raises(ContinualError, match="no <!-- results --> ... <!-- /results --> markers"):
+        write_readme(tmp_path / "bare.md", "x")
+
+
+@pytest.mark.parametrize("folder", ["sfr2024-split-fmnist"])
+def test_each_script_runs_end_to_end_on_generated_data(folder, capsys):
+    module = load(folder)
+    assert module.main(module.ROWS, title=module.TITLE, folder=PAPERS / folder, seeds=module.SEEDS, argv=["--smoke", "--seeds", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for row in module.ROWS:
+        assert f"| {row.name} |" in out
+    assert "smoke run (generated data)" in out
+
+
+def test_each_readme_shows_the_scripts_bands():
+    for folder in ["sfr2024-split-fmnist"]:
+        readme = (PAPERS / folder / "README.md").read_text()
+        for row in load(folder).ROWS:
+            if row.band:
+                assert f"[{row.band[0]:.2f}, {row.band[1]:.2f}]" in readme, (folder, row.name)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+@pytest.mark.parametrize("folder", ["sfr2024-split-fmnist"])
+def test_fashion_mnist_reproductions_pass_their_check(folder, tmp_path):
+    """Runs the whole reproduction again into a temporary folder (minutes: see papers/README.md)."""
+    module = load(folder)
+    assert module.main(module.ROWS, title=module.TITLE, folder=PAPERS / folder, seeds=module.SEEDS,
+                       argv=["--check", "--quiet", "--out", str(tmp_path)]) == 0
