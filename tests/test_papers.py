@@ -12,6 +12,7 @@ from continual.papers import BEGIN, END, Outcome, Row, default_band, table, writ
 
 PAPERS = Path(__file__).resolve().parent.parent / "papers"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FOLDERS = ["sfr2024-split-fmnist", "buzzega2020-rethinking-er"]  # every script; all on Fashion-MNIST
 
 
 def load(folder: str):
@@ -40,7 +41,7 @@ def test_the_readme_table_is_written_between_its_markers_only(tmp_path):
         write_readme(tmp_path / "bare.md", "x")
 
 
-@pytest.mark.parametrize("folder", ["sfr2024-split-fmnist"])
+@pytest.mark.parametrize("folder", FOLDERS)
 def test_each_script_runs_end_to_end_on_generated_data(folder, capsys):
     module = load(folder)
     assert module.main(module.ROWS, title=module.TITLE, folder=PAPERS / folder, seeds=module.SEEDS, argv=["--smoke", "--seeds", "1", "--quiet"]) == 0
@@ -51,7 +52,7 @@ def test_each_script_runs_end_to_end_on_generated_data(folder, capsys):
 
 
 def test_each_readme_shows_the_scripts_bands():
-    for folder in ["sfr2024-split-fmnist"]:
+    for folder in FOLDERS:
         readme = (PAPERS / folder / "README.md").read_text()
         for row in load(folder).ROWS:
             if row.band:
@@ -60,7 +61,7 @@ def test_each_readme_shows_the_scripts_bands():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
-@pytest.mark.parametrize("folder", ["sfr2024-split-fmnist"])
+@pytest.mark.parametrize("folder", FOLDERS)
 def test_fashion_mnist_reproductions_pass_their_check(folder, tmp_path):
     """Runs the whole reproduction again into a temporary folder (minutes: see papers/README.md)."""
     module = load(folder)
