@@ -1,5 +1,8 @@
+import functools
+import http.server
 import importlib
 import os
+import threading
 
 import pytest
 import torch
@@ -62,3 +65,18 @@ def importable(name):
 @pytest.fixture(scope="module")
 def torchvision():
     return importable("torchvision")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving ``tmp_path / "served"``; yields (folder, base URL)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()

@@ -6,14 +6,11 @@ Fashion-MNIST files is skipped when Debian's dataset-fashion-mnist package is ab
 """
 
 import dataclasses
-import functools
 import gzip
 import hashlib
-import http.server
 import io
 import struct
 import tarfile
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -290,21 +287,6 @@ def test_cifar_python_distribution_is_refused(isolated, monkeypatch):
 
 
 # --------------------------------------------------------------------------- download
-@pytest.fixture
-def http_server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving ``tmp_path / "served"``; yields (folder, base URL)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
 def test_download_verifies_checksum_and_installs(isolated, http_server, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", REAL_URLOPEN)
     served, url = http_server

@@ -12,11 +12,8 @@ check). So that test serves its own file under that name and makes the expected 
 file's real one; the refused download uses the real prefix, unpatched.
 """
 
-import functools
 import hashlib
-import http.server
 import shutil
-import threading
 
 import pytest
 import torch
@@ -54,21 +51,6 @@ def vit_home(torchvision, tmp_path_factory):
     weights, path, state = write_weights(torchvision, "vit-b16-torchvision", home)
     yield home, state
     shutil.rmtree(home)
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving ``tmp_path / "served"``; yields (folder, base URL)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
 
 
 def one_line(excinfo):
