@@ -40,7 +40,7 @@ def test_the_readme_table_is_written_between_its_markers_only(tmp_path):
         write_readme(tmp_path / "bare.md", "x")
 
 
-@pytest.mark.parametrize("folder", ["sfr2024-split-fmnist"])
+@pytest.mark.parametrize("folder", ["sfr2024-split-fmnist", "zhou2024-cil-survey"])
 def test_each_script_runs_end_to_end_on_generated_data(folder, capsys):
     module = load(folder)
     assert module.main(module.ROWS, title=module.TITLE, folder=PAPERS / folder, seeds=module.SEEDS, argv=["--smoke", "--seeds", "1", "--quiet"]) == 0
@@ -51,7 +51,7 @@ def test_each_script_runs_end_to_end_on_generated_data(folder, capsys):
 
 
 def test_each_readme_shows_the_scripts_bands():
-    for folder in ["sfr2024-split-fmnist"]:
+    for folder in ["sfr2024-split-fmnist", "zhou2024-cil-survey"]:
         readme = (PAPERS / folder / "README.md").read_text()
         for row in load(folder).ROWS:
             if row.band:
