@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "increment per experience (B0: an equal split); split benchmarks")
     p.add_argument("--increments", default=None, metavar="N,N,...", help="classes per experience, e.g. 3,2 or 50,10,10,10,10,10")
     p.add_argument("--classes", default=None, metavar="C,C,...", help="only these dataset labels, e.g. 0,1,2,3,4 (default: all)")
-    p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full, resnet18-torchvision, resnet50-torchvision "
+    p.add_argument("--model", default=None, help="mlp, convnet, resnet18, resnet18-full, resnet32, resnet18-torchvision, resnet50-torchvision "
                    "or vit-b16-torchvision (default: the benchmark's)")
     p.add_argument("--head", default=None, help="fixed, incremental, incremental-mask-past or multi "
                    "(default: incremental in the class scenario, fixed otherwise)")

@@ -50,8 +50,8 @@ class RunConfig:
         increments: classes per experience (split benchmarks), e.g. ``[50, 10, 10, 10, 10, 10]``.
         classes: the dataset labels the stream uses (split benchmarks; default: all of them).
         class_order: ``None`` (standard), ``"random"`` (from ``seed``), ``"icarl"`` (its own seed, 1993) or an explicit list.
-        model: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"`` or
-            ``"resnet18-torchvision"`` (default: the benchmark's).
+        model: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"``,
+            ``"resnet32"`` (PyCIL's CIFAR ResNet-32) or ``"resnet18-torchvision"`` (default: the benchmark's).
         head: ``"fixed"``, ``"incremental"`` (grows with the classes seen),
             ``"incremental-mask-past"`` or ``"multi"`` (one head per task id); default:
             ``"incremental"`` in the class-incremental scenario, ``"fixed"`` otherwise.

@@ -290,3 +290,20 @@ def test_plugin_state_regrows_the_heads_of_a_fresh_model(scenario, head):
     opt.load_state_dict(trainer.optimizer.state_dict())
     for p, q in zip(other.parameters(), model.parameters()):
         assert p.shape == q.shape and torch.equal(opt.state[p]["momentum_buffer"], trainer.optimizer.state[q]["momentum_buffer"])
+
+
+def test_resnet32_has_pycils_parameter_count_and_shapes():
+    from continual.models import ResNet32
+
+    # G-U-N/PyCIL@87cc411:convs/cifar_resnet.py resnet32(): 463,504 parameters without its fc (the
+    # class-incremental survey's "0.46M"); 470,004 with a 100-way linear head
+    model = ResNet32(3, 100)
+    assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("head.")) == 463_504
+    assert sum(p.numel() for p in model.parameters()) == 470_004
+    assert len(model.blocks()) == 4 and [len(s) for s in model.blocks()[1:]] == [5, 5, 5] and model.num_features == 64
+    x = torch.randn(2, 3, 32, 32)
+    assert model.features(x).shape == (2, 64) and model(x).shape == (2, 100)
+    maps = model.stage3(model.stage2(model.stage1(model.stem(x))))
+    assert maps.shape == (2, 64, 8, 8)  # strides 1, 2, 2
+    grown = build_model("resnet32", (3, 32, 32), 10, head="incremental")
+    assert type(grown).__name__ == "ResNet32" and grown(x).shape == (2, 10)

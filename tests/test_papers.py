@@ -13,7 +13,7 @@ from continual.papers import BEGIN, END, Outcome, Row, default_band, table, writ
 PAPERS = Path(__file__).resolve().parent.parent / "papers"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FOLDERS = ["sfr2024-split-fmnist", "buzzega2020-rethinking-er"]  # on Fashion-MNIST: their --check runs here (slow)
-ELSEWHERE = ["vandeven2019-three-scenarios"]  # data not on this machine: --smoke only
+ELSEWHERE = ["vandeven2019-three-scenarios", "zhou2024-cil-survey"]  # data not on this machine: --smoke only
 
 
 def load(folder: str):
@@ -58,6 +58,24 @@ def test_each_readme_shows_the_scripts_bands():
         for row in load(folder).ROWS:
             if row.band:
                 assert f"[{row.band[0]:.2f}, {row.band[1]:.2f}]" in readme, (folder, row.name)
+
+
+def test_rows_of_one_configuration_share_one_run_and_smoke_keeps_two_cifar100_experiences(tmp_path, monkeypatch):
+    from continual import experiment
+    from continual.papers import run_rows, smoke_config
+
+    calls = []
+    real = experiment.run
+    monkeypatch.setattr(experiment, "run", lambda cfg: calls.append(cfg) or real(cfg))
+    config = dict(benchmark="split-digits", scenario="class", strategy="finetune", epochs=1)
+    rows = [Row("FT (last)", config, published=None, metric="last_accuracy"),
+            Row("FT (avg inc)", config, published=None, metric="average_incremental_accuracy")]
+    outcomes = run_rows(rows, seeds=[0], out=tmp_path, quiet=True, device="cpu")
+    assert len(calls) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["00-ft--last_seed0.json", "01-ft--avg-inc_seed0.json"]
+    assert outcomes[0].values != outcomes[1].values
+    small = smoke_config(dict(benchmark="split-cifar100", split="B0-Inc10", class_order="icarl"))
+    assert small["classes"] == list(range(20)) and small["num_experiences"] == 2 and "split" not in small
+    assert "classes" not in smoke_config(dict(benchmark="split-fmnist"))
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Backbones with a linear head: an MLP, a small ConvNet, ResNet-18 (reduced and full width) and torchvision's.
+"""Backbones with a linear head: an MLP, a small ConvNet, ResNet-18 (reduced and full width), ResNet-32 and torchvision's.
 
 Each model takes normalised float inputs (see :class:`continual.data.Transform`). A model is a
 backbone, ``features(x) -> (B, num_features)``, and a classifier in the attribute ``head``: an
@@ -16,6 +16,11 @@ for Split CIFAR-100: a 3x3 stride-1 stem without max-pooling and four stages of 
 blocks with ``nf, 2nf, 4nf, 8nf`` channels. Deviation: the final 4x4 average pool of the GEM code
 is a global average pool here, identical on 32x32 inputs and also defined for other sizes.
 
+ResNet-32: He et al. 2016, Sec. 4.2 (the CIFAR-10 ResNets, 6n+2 layers with n=5), the backbone of
+the class-incremental literature on CIFAR-100 (iCaRL, PyCIL and the class-incremental survey of
+Zhou et al. 2024), as G-U-N/PyCIL@87cc411:convs/cifar_resnet.py ``resnet32()`` defines it: see
+:class:`ResNet32`.
+
 torchvision's ResNet-18, ResNet-50 and ViT-B/16, optionally with ImageNet weights, are in
 :mod:`continual.models.torchvision_models`; :func:`build_model` builds them by name.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -198,7 +204,88 @@ class ResNet18(Backbone):
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
 
-MODELS = ("mlp", "convnet", "resnet18", "resnet18-full", "resnet18-torchvision", "resnet50-torchvision", "vit-b16-torchvision")
+class ShortcutA(nn.Module):
+    """The parameter-free "option A" shortcut of He et al. 2016 (Sec. 4.2): subsample by 2, pad channels with zeros.
+
+    As PyCIL's ``DownsampleA`` (``AvgPool2d(kernel_size=1, stride=2)`` then ``cat((x, x * 0), 1)``):
+    keeps every other pixel and doubles the channels.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, ::2, ::2]  # (B, C, H/2, W/2)
+        return torch.cat((x, torch.zeros_like(x)), 1)  # (B, 2C, H/2, W/2)
+
+
+class CifarBasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus the identity (or option-A shortcut), then ReLU; PyCIL's ``ResNetBasicblock``."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride == 1 and in_planes == planes:
+            self.shortcut: nn.Module = nn.Identity()
+        elif stride == 2 and planes == 2 * in_planes:
+            self.shortcut = ShortcutA()
+        else:
+            raise ContinualError(f"option-A shortcut needs stride 2 and twice the channels; got {in_planes}->{planes}, stride {stride}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet32(Backbone):
+    """ResNet-32 for CIFAR: a 3x3 stem of 16 channels and three stages of five basic blocks (16, 32, 64 channels).
+
+    Reference: He et al. 2016, "Deep Residual Learning for Image Recognition", Sec. 4.2 (6n+2
+    layers, n=5; option-A shortcuts, which add no parameters). Follows
+    G-U-N/PyCIL@87cc411:convs/cifar_resnet.py (``resnet32() = CifarResNet(ResNetBasicblock, 32)``):
+    stem conv3x3 (no bias)-BN-ReLU, stages of strides 1, 2, 2 whose first block downsamples with
+    ``DownsampleA`` (option A), 64 features after an average pool; convolutions initialised
+    N(0, 2 / (k * k * out_channels)) and BatchNorm to (1, 0) as there. 463,504 parameters
+    without the head (the survey's "0.46M"), 470,004 with a 100-way linear head.
+
+    Deviation: PyCIL's ``AvgPool2d(8)`` is a global average pool here, identical on 32x32 inputs
+    (8x8 maps) and defined for other sizes. The head is ``nn.Linear``'s default initialisation
+    (PyCIL replaces its ``fc`` by its own incremental ``SimpleLinear``).
+
+    Args:
+        in_channels: input channels (3 for CIFAR; 1 for grey images, as PyCIL's ``resnet32mnist``).
+        num_classes: outputs of the head.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        stages, width = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            stages.append(nn.Sequential(CifarBasicBlock(width, planes, stride), *(CifarBasicBlock(planes, planes) for _ in range(4))))
+            width = planes
+        self.stage1, self.stage2, self.stage3 = stages
+        self.num_features = width
+        self.head = nn.Linear(width, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # PyCIL: normal_(0, sqrt(2 / (k * k * out_channels)))
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        out = self.stem(x)  # (B, 16, H, W)
+        out = self.stage3(self.stage2(self.stage1(out)))  # (B, 64, H/4, W/4)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 64)
+
+    def blocks(self) -> list[nn.Module]:
+        """The stem and the three stages, in order."""
+        return [self.stem, self.stage1, self.stage2, self.stage3]
+
+
+MODELS = ("mlp", "convnet", "resnet18", "resnet18-full", "resnet32", "resnet18-torchvision", "resnet50-torchvision", "vit-b16-torchvision")
 TORCHVISION_KWARGS = ("source_mean", "source_std", "weights", "resize")  # only torchvision models take these
 HEADS = ("fixed", "incremental", "incremental-mask-past", "multi")
 
@@ -209,7 +296,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
 
     Args:
         name: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"``
-            (nf=64), or torchvision's ``"resnet18-torchvision"``, ``"resnet50-torchvision"`` or
+            (nf=64), ``"resnet32"`` (the CIFAR ResNet-32 of PyCIL), or torchvision's ``"resnet18-torchvision"``, ``"resnet50-torchvision"`` or
             ``"vit-b16-torchvision"`` (need torchvision; see :mod:`continual.models.torchvision_models`).
         input_shape: e.g. ``(1, 8, 8)`` or ``(3, 32, 32)``.
         num_classes: outputs of a ``"fixed"`` head; growing heads start with ``num_classes`` outputs
@@ -248,6 +335,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, head
             raise ContinualError(f"model {name!r} needs image inputs (C, H, W); got inputs of shape {tuple(input_shape)}")
         if name == "convnet":
             model = ConvNet(input_shape[0], num_classes, **kwargs)
+        elif name == "resnet32":
+            model = ResNet32(input_shape[0], num_classes, **kwargs)
         elif name.endswith("-torchvision"):
             from .torchvision_models import TorchvisionBackbone
 
