@@ -67,6 +67,12 @@ class Row:
     note: str = ""
     spread_kind: str = "std"
 
+    def __post_init__(self) -> None:
+        if not self.name.strip() or "," in self.name or "|" in self.name:
+            raise ContinualError(f"row name {self.name!r} must be non-empty, without ',' (--rows splits on it) or '|' (a table cell)")
+        if self.band is not None and not self.band[0] <= self.band[1]:
+            raise ContinualError(f"row {self.name!r}: band {self.band} must be (low, high) with low <= high")
+
 
 def default_band(published: float, spread: float | None, *, points: float = 2.0, spreads: float = 2.0) -> tuple[float, float]:
     """``published +- max(points, spreads * spread)``: the band of the issue's rule, in percent.
@@ -86,6 +92,7 @@ class Outcome:
     values: list[float] = field(default_factory=list)
     seconds: float = 0.0
     smoke: bool = False
+    results: list = field(default_factory=list)  # each seed's Result
 
     @property
     def mean(self) -> float | None:
@@ -204,6 +211,7 @@ def run_rows(rows: Sequence[Row], *, seeds: Sequence[int], out: Path, smoke: boo
                 if not smoke:
                     save_result(result, path)
             done[key] = result
+            outcome.results.append(result)
             if row.metric not in result.metrics:
                 raise ContinualError(f"row {row.name!r}: metric {row.metric!r} is not among the result's ({', '.join(result.metrics)})")
             outcome.values.append(100.0 * float(result.metrics[row.metric]))
@@ -230,8 +238,23 @@ def table(outcomes: Sequence[Outcome], *, seeds: Sequence[int]) -> str:
     for o in outcomes:
         r = o.row
         band = f"[{r.band[0]:.2f}, {r.band[1]:.2f}]" if r.band else "–"
-        lines.append(f"| {r.name} | {_num(r.published, r.spread, r.spread_kind)} | {_num(o.mean, o.ci)} | {band} | {o.status} | {r.note} |")
+        note = r.note.replace("|", "\\|")  # a table cell
+        lines.append(f"| {r.name} | {_num(r.published, r.spread, r.spread_kind)} | {_num(o.mean, o.ci)} | {band} | {o.status} | {note} |")
     return "\n".join(lines)
+
+
+def runs_summary(outcomes: Sequence[Outcome]) -> str:
+    """One line from the results files: when and where the runs ran, and their wall time in all
+    (each distinct run counted once, so a resumed reproduction still reports the whole cost)."""
+    runs = {id(r): r for o in outcomes for r in o.results}.values()
+    if not runs:
+        return "No run yet."
+    env = next(iter(runs)).environment
+    dates = sorted({str(r.created)[:10] for r in runs})
+    wall = sum(float(r.timings.get("wall", 0.0)) for r in runs)
+    where = env.get("gpu") or f"{env.get('cpu') or env.get('processor')}, {env.get('cpu_count')} cores"
+    return (f"{len(runs)} runs on {', '.join(dates)}, {where}, torch {env.get('torch')}, device {env.get('device')}: "
+            f"{wall / 60:.1f} min of wall time in all (the sum of the runs' own).")
 
 
 def write_readme(readme: Path, text: str) -> None:
@@ -279,8 +302,8 @@ def main(rows: Sequence[Row], *, title: str, folder: str | Path, seeds: int, arg
         outcomes = run_rows(chosen, seeds=seed_list, out=out, smoke=args.smoke, data_root=args.data_root,
                             download=args.download, device=args.device, quiet=args.quiet)
         wall = time.perf_counter() - t0
-        text = table(outcomes, seeds=seed_list)
-        print(f"\n{title}\n\n{text}\n\nwall time {wall:.0f} s")
+        text = table(outcomes, seeds=seed_list) + "\n\n" + runs_summary(outcomes)
+        print(f"\n{title}\n\n{text}\n\nthis command: {wall:.0f} s")
         if args.write_readme and not args.smoke:
             write_readme(folder / "README.md", text)
     except ContinualError as exc:
@@ -294,4 +317,4 @@ def main(rows: Sequence[Row], *, title: str, folder: str | Path, seeds: int, arg
     return 0
 
 
-__all__ = ["Outcome", "Row", "default_band", "main", "run_rows", "smoke_config", "table", "write_readme"]
+__all__ = ["Outcome", "Row", "default_band", "main", "run_rows", "runs_summary", "smoke_config", "table", "write_readme"]

@@ -32,6 +32,13 @@ def test_bands_statuses_and_the_table():
     assert "| DER | 82.03 ± 0.57 (std) | 82.00 ± 2.48 | [80.03, 84.03] | within band |" in text  # t(0.975, 2) * 1 / sqrt(3)
 
 
+def test_row_names_and_bands_are_checked():
+    with pytest.raises(ContinualError, match="without ','"):
+        Row("ER, buffer 200", {}, published=72.54)
+    with pytest.raises(ContinualError, match="low <= high"):
+        Row("ER", {}, published=72.54, band=(74.0, 70.0))
+
+
 def test_the_readme_table_is_written_between_its_markers_only(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# paper\n\nbefore\n{BEGIN}\nold\n{END}\nafter\n")

@@ -40,7 +40,7 @@ ROWS = [
     Row("Online-EWC", dict(BASE, strategy="online-ewc", lr=0.03, epochs=1,
                            params={"lam": 90.0, "gamma": 1.0, "convention": "avalanche", "estimator": "empirical"}),
         published=19.48, spread=0.01, band=default_band(19.48, 0.01),
-        note="Mammoth weights each sample's squared gradient by p(y|x); ours is the plain empirical Fisher"),
+        note="Mammoth weights each sample's squared gradient by its probability of the true label; ours is the plain empirical Fisher"),
     Row("SI", dict(BASE, strategy="si", lr=0.1, epochs=1, params={"c": 1.0, "xi": 0.9}),
         published=19.80, spread=0.21, band=default_band(19.80, 0.21)),
     Row("DER", dict(BASE, strategy="der++", lr=0.03, epochs=5, params={"mem": 1000, "alpha": 0.3, "beta": 0.0, "replay_batch": 10}),
