@@ -51,7 +51,8 @@ class RunConfig:
         classes: the dataset labels the stream uses (split benchmarks; default: all of them).
         class_order: ``None`` (standard), ``"random"`` (from ``seed``), ``"icarl"`` (its own seed, 1993) or an explicit list.
         model: ``"mlp"``, ``"convnet"``, ``"resnet18"`` (reduced, nf=20), ``"resnet18-full"``,
-            ``"resnet32"`` (PyCIL's CIFAR ResNet-32) or ``"resnet18-torchvision"`` (default: the benchmark's).
+            ``"resnet32"`` (PyCIL's CIFAR ResNet-32), or torchvision's ``"resnet18-torchvision"``,
+            ``"resnet50-torchvision"`` or ``"vit-b16-torchvision"`` (default: the benchmark's).
         head: ``"fixed"``, ``"incremental"`` (grows with the classes seen),
             ``"incremental-mask-past"`` or ``"multi"`` (one head per task id); default:
             ``"incremental"`` in the class-incremental scenario, ``"fixed"`` otherwise.
@@ -263,21 +264,22 @@ class RunConfig:
                 changes[key] = parse_class_order(value)
             elif key in lists:
                 changes[key] = parse_ints(value, key)
-            elif key in ("download", "adapt_first", "normalise"):
+            elif key in _BOOLS:
                 changes[key] = coerce(value, bool, key)
         strategy = get_strategy(str(changes.get("strategy", self.strategy)))
         params = dict(self.params)
         for key, value in values.items():
-            if key in kinds or key in texts or key in lists or key in ("class_order", "download", "adapt_first", "normalise"):
+            if key in kinds or key in texts or key in lists or key == "class_order" or key in _BOOLS:
                 continue
             name = key[len("params."):] if key.startswith("params.") else key
             if name not in strategy.defaults:
-                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + ["adapt_first", "class_order", "download", "normalise"] + sorted(strategy.defaults)
+                accepted = sorted(kinds) + sorted(texts) + sorted(lists) + sorted(_BOOLS + ("class_order",)) + sorted(strategy.defaults)
                 raise ContinualError(f"unknown setting {key!r}; accepted: {', '.join(accepted)}")
             params[name] = coerce(value, type(strategy.defaults[name]), name)
         return dataclasses.replace(self, **changes, params=params)
 
 
+_BOOLS = ("adapt_first", "download", "normalise")  # RunConfig's yes/no settings
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: PyTorch and NumPy take them, and seed + k stays in an int64
 MAX_SEEDS = 10_000  # seeds per command or sweep: more would take weeks; a larger number is a typo
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # lr and weight decay scale float32 tensors

@@ -17,7 +17,7 @@ A sweep file::
     cumulative = {}
 
 A list expands the grid, so a setting whose value is itself a list (``increments``,
-``milestones``, ``classes``, an explicit ``class_order``) is written as text, ``increments =
+``milestones``, ``classes``, ``hidden``, an explicit ``class_order``) is written as text, ``increments =
 "50,10,10,10,10,10"``, or as a list of lists to sweep over several, ``milestones = [[60], [60, 120]]``.
 
 Each run's folder is ``out/<hash>`` where the hash is taken over the resolved configuration
