@@ -28,6 +28,8 @@ def test_bands_statuses_and_the_table():
     assert row.band == (80.03, 84.03)
     assert Outcome(row, [81.0, 82.0]).status == "within band" and Outcome(row, [79.0, 80.0]).status == "outside band"
     assert Outcome(row, []).status == "not run" and Outcome(row, [10.0], smoke=True).status.startswith("smoke")
+    explained = Row("Joint", {}, published=84.47, band=(82.47, 86.47), explained="a known difference")
+    assert Outcome(explained, [81.9]).status == "outside band (explained: see the README)"
     text = table([Outcome(row, [81.0, 82.0, 83.0])], seeds=[0, 1, 2])
     assert "| DER | 82.03 ± 0.57 (std) | 82.00 ± 2.48 | [80.03, 84.03] | within band |" in text  # t(0.975, 2) * 1 / sqrt(3)
 
