@@ -86,6 +86,32 @@ BATCHABLE_HEADS = ("fixed", "incremental")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
 
 
+class _StackedSquares(torch.autograd.Function):
+    """Per seed, ``k * sum_i omega_i (theta_i - anchor_i - low_i)^2 + const``, ``(S,)``, over
+    stacked tensors ``(S, ...)``: :func:`continual.regularizers.base.weighted_squares` with a seed
+    dimension (one autograd node; the backward is one multiplication, ``2 k w g``)."""
+
+    @staticmethod
+    def forward(ctx, k: float, const: Tensor, omegas: list[Tensor], anchors: list[Tensor],
+                lows: list[Tensor] | None, *params: Tensor) -> Tensor:
+        d = torch._foreach_sub(list(params), anchors)
+        if lows is not None:
+            torch._foreach_sub_(d, lows)
+        w = torch._foreach_mul(d, omegas)
+        value = const.clone()
+        for a, b in zip(w, d):
+            value += (a * b).sum(dim=tuple(range(1, a.dim()))) * k  # (S,)
+        ctx.save_for_backward(*w)
+        ctx.k = k
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        w = ctx.saved_tensors
+        g = (2 * ctx.k) * grad  # (S,)
+        return (None, None, None, None, None, *[wi * g.view(-1, *([1] * (wi.dim() - 1))) for wi in w])
+
+
 def batchable(config: RunConfig) -> str | None:
     """Why ``config`` cannot be trained batched, in one line; ``None`` when it can.
 
@@ -152,7 +178,10 @@ class _Seeds:
                 if _overrides(p, "penalty") and not isinstance(p, QuadraticPenalty):
                     raise ContinualError(f"plugin {_name(p)!r} has a penalty that is not batched (only quadratic penalties)")
         params, _ = stack_module_state(self.models)  # (S, ...) each, new leaf tensors
-        self.params = {k: v.detach().to(self.device).requires_grad_(True) for k, v in params.items()}
+        # A stacked weight (S, out, in) is stored column-major per seed: the weight gradient of the
+        # batched product comes in that layout, so autograd accumulates it without a copy.
+        self.params = {k: (v.detach().to(self.device).transpose(1, 2).contiguous().transpose(1, 2) if v.dim() == 3
+                           else v.detach().to(self.device)).requires_grad_(True) for k, v in params.items()}
         kind, lr, momentum, wd = self.cfg.optimizer, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay
         plist = list(self.params.values())
         self.optimizer = (torch.optim.SGD(plist, lr=lr, momentum=momentum, weight_decay=wd) if kind == "sgd"
@@ -196,13 +225,10 @@ class _Seeds:
         """Each penalty plugin's value per seed, ``(S,)``, summed over the stacked parameters."""
         values = []
         for q in self.quadratic:
-            squares = torch.zeros_like(q["const"])
-            for name in q["names"]:
-                d = self.params[name] - q[f"anchor.{name}"]
-                if f"low.{name}" in q:
-                    d = d - q[f"low.{name}"]
-                squares = squares + (q[f"omega.{name}"] * d * d).flatten(1).sum(1)  # (S,)
-            values.append(squares * q["k"] + q["const"])
+            names = q["names"]
+            lows = [q[f"low.{n}"] for n in names] if names and f"low.{names[0]}" in q else None
+            values.append(_StackedSquares.apply(q["k"], q["const"], [q[f"omega.{n}"] for n in names],
+                                                [q[f"anchor.{n}"] for n in names], lows, *[self.params[n] for n in names]))
         return values
 
     @torch.no_grad()
@@ -219,10 +245,12 @@ class _Seeds:
                 if name not in self.params:
                     continue
                 q["names"].append(name)
-                q[f"omega.{name}"] = torch.stack([p.importances[name].to(self.device) for p in ps])
-                q[f"anchor.{name}"] = torch.stack([p.anchors[name].to(self.device) for p in ps])
+                like = self.params[name]  # stored in the parameter's layout: elementwise ops stay on contiguous memory
+                q[f"omega.{name}"] = torch.empty_like(like).copy_(torch.stack([p.importances[name] for p in ps]))
+                q[f"anchor.{name}"] = torch.empty_like(like).copy_(torch.stack([p.anchors[name] for p in ps]))
                 if first.anchor_lows:
-                    q[f"low.{name}"] = torch.stack([p.anchor_lows.get(name, torch.zeros_like(p.anchors[name])).to(self.device) for p in ps])
+                    q[f"low.{name}"] = torch.empty_like(like).copy_(
+                        torch.stack([p.anchor_lows.get(name, torch.zeros_like(p.anchors[name])) for p in ps]))
             self.quadratic.append(q)
 
     # ---------------------------------------------------------- experience hooks
