@@ -105,7 +105,9 @@ def test_batched_equals_separate_runs(strategy, monkeypatch):
     RunConfig(benchmark="split-digits", scenario="task", strategy="online-ewc", epochs=2, device="cpu"),  # fixed head, task mask
     RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, optimizer="adam", lr=0.001, device="cpu"),
     RunConfig(benchmark="split-digits", strategy="l2", epochs=3, momentum=0.9, lr_schedule="cosine", device="cpu"),
-], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2"])
+    # other Fisher estimators and a subset: the consolidation is each seed's own plugin on its own model
+    RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, params={"estimator": "exact", "num_samples": 100}, device="cpu"),
+], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2", "exact-fisher-subset-ewc"])
 def test_batched_equals_separate_runs_elsewhere(config, monkeypatch):
     _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL)
 
@@ -135,3 +137,19 @@ def test_caller_rng_is_restored():
     before = torch.get_rng_state()
     run_batched(RunConfig(strategy="finetune", epochs=1, num_experiences=2, device="cpu"), [0, 1])
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_epoch_end_callback_gives_each_seeds_mean_loss():
+    config = RunConfig(strategy="ewc", epochs=1, num_experiences=2, device="cpu")
+    seen = []
+    run_batched(config, [3, 4], callbacks=[lambda event, info: seen.append(info) if event == "epoch_end" else None])
+    assert [info["seeds"] for info in seen] == [[3, 4], [3, 4]]
+    for seed_index, seed in enumerate([3, 4]):
+        alone = []
+        run(dataclasses.replace(config, seed=seed), callbacks=[lambda event, info: alone.append(info["loss"]) if event == "epoch_end" else None])
+        np.testing.assert_allclose([info["loss"][seed_index] for info in seen], alone, rtol=LOSS_RTOL)
+
+
+def test_a_diverging_seed_stops_the_batch_and_is_named():
+    with pytest.raises(ContinualError, match="seed 0"):
+        run_batched(RunConfig(strategy="finetune", epochs=1, num_experiences=1, lr=1e30, device="cpu"), [0, 1])
