@@ -24,8 +24,8 @@ What is the same as N separate runs, and why:
 - The growing head: every seed's :class:`~continual.models.IncrementalClassifier` has the
   stream's capacity, so the stacked head has static shapes. Rows coming into use are drawn by
   growing the seed's own module with the global RNG set to the state the seed's separate run
-  has at that moment (kept per seed: after its ``build``, only head growth draws from the global
-  RNG in the supported strategies), then copied into the stack; their optimizer state is zeroed
+  has at that moment (kept per seed: after its ``build``, only the experience-level hooks draw
+  from the global RNG, and they run with the seed's own state), then copied into the stack; their optimizer state is zeroed
   as :func:`~continual.models.sync_optimizer` does. The masks (which rows are in use) are the
   same for every seed (the classes of experience i do not depend on the seed once the class
   order does not), so the first seed's module, used as the template of ``functional_call``,
@@ -43,11 +43,16 @@ What a plugin must do to be batchable (in one place):
    (L2, EWC separate and online), whose importances, anchors (and float32 low halves) and
    constants are stacked per seed after each consolidation, the penalty summed over seeds.
    ``batch``, ``before_step``, ``after_step`` and ``criterion`` hooks are not batched yet
-   (replay, A-GEM, SI, ER-ACE), nor ``penalty`` hooks of other kinds (LwF, MAS is a
-   ``QuadraticPenalty`` but untested here).
-2. Its experience-level hooks may do anything a separate run does, on the seed's own model,
-   but must not draw from the global RNG except as the seed's separate run does (head growth).
-3. It must not replace the optimizer (``rebuilds_optimizer``) or skip training.
+   (replay, DER++, A-GEM, SI, ER-ACE), nor ``penalty`` hooks of other kinds (LwF); MAS is a
+   ``QuadraticPenalty`` and would batch as it is, but is not yet tested against its separate runs.
+   Step-level code must not draw random numbers (dropout, augmentation): there is one global RNG
+   for N seeds during a step.
+2. Its experience-level hooks (``before_experience``, ``after_experience``) may do anything a
+   separate run does: they run once per seed, on the seed's own model and plugin objects, with
+   the global RNG set to the seed's own state (saved again afterwards). They must not return new
+   parameters (a new task head), which the stacked optimizer would not see.
+3. It must not replace the optimizer (``rebuilds_optimizer``), the data (``experience_data``)
+   or skip training.
 
 Deviations from N separate runs:
 
@@ -284,11 +289,14 @@ class _Seeds:
                     v[:, start:stop] = 0
 
     def after_experience(self, experiences: list[Experience]) -> None:
+        """Each seed's ``after_experience`` hooks (consolidation) on its own module, with its own global RNG state."""
         self.to_models()
-        for model, plugins, exp in zip(self.models, self.plugins, experiences):
+        for i, (model, plugins, exp) in enumerate(zip(self.models, self.plugins, experiences)):
+            torch.set_rng_state(self.rng[i])
             for p in plugins:
                 if _overrides(p, "after_experience"):
                     p.after_experience(model, exp)
+            self.rng[i] = torch.get_rng_state()
         self.stack_penalties()
 
     # ------------------------------------------------------------------ fit
