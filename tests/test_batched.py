@@ -153,3 +153,11 @@ def test_epoch_end_callback_gives_each_seeds_mean_loss():
 def test_a_diverging_seed_stops_the_batch_and_is_named():
     with pytest.raises(ContinualError, match="seed 0"):
         run_batched(RunConfig(strategy="finetune", epochs=1, num_experiences=1, lr=1e30, device="cpu"), [0, 1])
+
+
+def test_batched_results_save_and_load(tmp_path):
+    from continual.results import load_result, save_result
+
+    (result,) = run_batched(RunConfig(strategy="l2", epochs=1, num_experiences=2, device="cpu"), [5])
+    back = load_result(save_result(result, tmp_path / "r.json"))
+    assert back.acc_matrix == result.acc_matrix and back.extra["batched"]["seeds"] == 1 and back.seed == 5
