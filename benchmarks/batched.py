@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=None, help="default: the benchmark's (10 on split-digits)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--hidden", default="400,400", help="the MLP's hidden widths")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the library trains MLPs on 1)")
     args = ap.parse_args()
@@ -47,9 +48,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}, "
-          f"{args.benchmark}, {args.seeds} seeds, {args.repeats} repeat(s)")
+          f"{args.benchmark}, MLP hidden {args.hidden}, {args.seeds} seeds, {args.repeats} repeat(s)")
     for strategy in args.strategies.split(","):
-        cfg = RunConfig(benchmark=args.benchmark, strategy=strategy, epochs=args.epochs, device=args.device, hidden=[400, 400])
+        cfg = RunConfig(benchmark=args.benchmark, strategy=strategy, epochs=args.epochs, device=args.device,
+                        hidden=[int(h) for h in args.hidden.split(",")])
         run(dataclasses.replace(cfg, num_experiences=1, epochs=1))  # warm-up: imports, data, kernels
         one, seq, bat = {"train": [], "wall": []}, {"train": [], "wall": []}, {"train": [], "wall": []}
         for _ in range(args.repeats):

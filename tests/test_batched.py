@@ -12,9 +12,10 @@ Tolerances, and why:
     (plus 1e-6 absolute), a 40x margin, and 3 orders below what a real mistake gives (a batch of
     another seed, a wrong initial head row or a missing penalty change a loss by 1e-2 or more);
   - the task-incremental stream (two-class tasks, where the softmax saturates quickly and small
-    logit differences weigh more) amplifies them faster: 1.2e-4 relative by step 50 for finetune
-    alone, the same for online EWC; tolerance relative 1e-3 there (10x margin, still 10x below a
-    real mistake).
+    logit differences weigh more) amplified them faster through the vmap forward: 1.2e-4
+    relative by step 50 for finetune alone, the same for online EWC (the written-out MLP forward,
+    the default, stayed within 4.3e-7 over every step); tolerance relative 1e-3 on that stream
+    (10x margin over the vmap figure, still 10x below a real mistake).
 - Accuracy matrices (and the random-init row): each entry within one test prediction
   (1.5 / the smallest test split, 71 samples on split-digits): a prediction flips only when two
   logits tie to rounding. They were equal in every case measured.
@@ -68,9 +69,9 @@ def _separate(config: RunConfig, seed: int, monkeypatch) -> tuple[object, np.nda
     return result, np.array(recorder.losses)
 
 
-def _compare(config: RunConfig, monkeypatch, *, rtol: float = LOSS_RTOL) -> None:
+def _compare(config: RunConfig, monkeypatch, *, rtol: float = LOSS_RTOL, forward: str = "auto") -> None:
     steps: list[torch.Tensor] = []
-    batched = run_batched(config, SEEDS, on_step=lambda losses: steps.append(losses.clone()))
+    batched = run_batched(config, SEEDS, on_step=lambda losses: steps.append(losses.clone()), forward=forward)
     batched_losses = torch.stack(steps).numpy()  # (steps, seeds)
     assert [r.seed for r in batched] == SEEDS
     matrices = []
@@ -112,6 +113,15 @@ def test_batched_equals_separate_runs_elsewhere(config, monkeypatch):
     _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL)
 
 
+@pytest.mark.parametrize("config", [
+    RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, device="cpu"),
+    RunConfig(benchmark="split-digits", scenario="task", strategy="online-ewc", epochs=2, device="cpu"),
+], ids=["ewc", "task-online-ewc"])
+def test_vmap_forward_equals_separate_runs(config, monkeypatch):
+    """The general forward (functional_call under vmap), which a plain MLP does not take by default."""
+    _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL, forward="vmap")
+
+
 @pytest.mark.parametrize("config, words", [
     (RunConfig(strategy="replay"), "strategy 'replay' is not batched yet"),
     (RunConfig(strategy="si"), "strategy 'si' is not batched yet"),
@@ -130,6 +140,8 @@ def test_batchable_and_bad_seeds():
     assert batchable(RunConfig(strategy="online-ewc", benchmark="permuted-digits")) is None
     with pytest.raises(ContinualError, match="each once"):
         run_batched(RunConfig(epochs=1, device="cpu"), [1, 1])
+    with pytest.raises(ContinualError, match="unknown forward 'jit'"):
+        run_batched(RunConfig(epochs=1, device="cpu"), [1], forward="jit")
 
 
 def test_caller_rng_is_restored():
