@@ -1,0 +1,565 @@
+"""Several seeds of one configuration trained together in one process (issue 17, items 1-2, in part).
+
+``run_batched(config, seeds)`` returns, for each seed, the :class:`~continual.results.Result` that
+``run(dataclasses.replace(config, seed=s))`` returns (same fields; ``extra["batched"]`` notes that
+it was trained batched), training the N seeds' models as one: their parameters stacked along a
+leading seed dimension (``torch.func.stack_module_state``) and the forward pass taken with
+``torch.func.functional_call`` under ``torch.vmap`` over that dimension, as in PyTorch's "Model
+ensembling" tutorial; a plain MLP (the only model batched today) takes the same forward written
+out, one ``baddbmm`` per layer, by default (vmap's dispatch cost 0.3-0.5 ms a step on CPU, the
+whole step of a small MLP; ``forward="vmap"`` forces the general path, and both are tested). ``batchable(config)`` says why a configuration cannot be batched (``None``:
+it can); the caller falls back to one seed at a time.
+
+What is the same as N separate runs, and why:
+
+- Initialisation: each seed's model, stream, plugins and trainer are built by
+  :func:`continual.experiment.build` for that seed, exactly as its separate run builds them; the
+  stack starts from those models' parameters.
+- Batch order: each seed draws ``torch.randperm(n, generator=...)`` per epoch from its own
+  trainer's generator (seeded as the trainer seeds it), so its batches are its separate run's.
+- Loss and optimizer: the loss is the sum over seeds of each seed's mean cross-entropy plus its
+  penalties; its gradient with respect to seed i's slice of a stacked parameter is seed i's own
+  gradient. One SGD or Adam optimizer steps the stacked parameters: both are elementwise, so a
+  slice steps as the seed's own tensor would. Adam's step count is one per tensor; every seed
+  takes every step (the seeds' experiences have the same sizes), so the stacked tensor's count
+  equals each separate tensor's count, and the bias correction is the same.
+- The growing head: every seed's :class:`~continual.models.IncrementalClassifier` has the
+  stream's capacity, so the stacked head has static shapes. Rows coming into use are drawn by
+  growing the seed's own module with the global RNG set to the state the seed's separate run
+  has at that moment (kept per seed: after its ``build``, only the experience-level hooks draw
+  from the global RNG, and they run with the seed's own state), then copied into the stack; their optimizer state is zeroed
+  as :func:`~continual.models.sync_optimizer` does. The masks (which rows are in use) are the
+  same for every seed (the classes of experience i do not depend on the seed once the class
+  order does not), so the first seed's module, used as the template of ``functional_call``,
+  supplies them.
+- Experience-level hooks (``before_experience``, ``after_experience``: head growth, EWC's Fisher,
+  anchors) run per seed, with the seed's own plugin objects on the seed's own module, whose
+  parameters are first set from the stack: exactly the separate run's code on the separate run's
+  values. Only step-level work is batched.
+- Evaluation: each seed's test splits through the stacked forward, accuracies per seed.
+
+What a plugin must do to be batchable (in one place):
+
+1. Its step-level hooks must be elementwise on state that can be stacked along a leading seed
+   dimension: today only the quadratic penalty of :class:`~continual.regularizers.base.QuadraticPenalty`
+   (L2, EWC separate and online), whose importances, anchors (and float32 low halves) and
+   constants are stacked per seed after each consolidation, the penalty summed over seeds.
+   ``batch``, ``before_step``, ``after_step`` and ``criterion`` hooks are not batched yet
+   (replay, DER++, A-GEM, SI, ER-ACE), nor ``penalty`` hooks of other kinds (LwF); MAS is a
+   ``QuadraticPenalty`` and would batch as it is, but is not yet tested against its separate runs.
+   Step-level code must not draw random numbers (dropout, augmentation): there is one global RNG
+   for N seeds during a step.
+2. Its experience-level hooks (``before_experience``, ``after_experience``) may do anything a
+   separate run does: they run once per seed, on the seed's own model and plugin objects, with
+   the global RNG set to the seed's own state (saved again afterwards). They must not return new
+   parameters (a new task head), which the stacked optimizer would not see.
+3. It must not replace the optimizer (``rebuilds_optimizer``), the data (``experience_data``)
+   or skip training.
+
+Deviations from N separate runs:
+
+- Batched matrix products may round differently from the separate runs' (float32), so losses
+  agree to rounding at first and drift apart slowly (the tests bound both).
+- ``timings`` of every seed's result are those of the whole batch (``extra["batched"]`` says so).
+- A loss that diverges in any seed stops the whole batch (the error names the seed).
+- The global RNG state of the caller is restored at the end (a separate run leaves it seeded).
+- No checkpoints or resume yet; callbacks see every seed's mean loss per epoch at once.
+
+Speed (``benchmarks/batched.py``): on one CPU thread the step of the MLP 64-400-400-10 at batch
+32 is bound by its matrix products (a batched product over 5 seeds costs what 5 separate ones
+cost), so batching saves only the per-step overhead: 5 seeds batched train in about 4.2-4.7x one
+seed's time (one after another: 4.3-4.8x); with hidden widths 100 the overhead dominates and 5
+seeds take 2.0x (finetune) to 3.1x (EWC, whose Fisher is still estimated seed by seed). The
+issue's target (<= 2x for 5 seeds) is for a device with parallel width to spare (GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+
+from .errors import ContinualError
+from .experiment import Built, RunConfig, build, environment
+from .ledger import memory_ledger, provenance
+from .metrics import AccuracyMatrix, summary
+from .models import MLP, IncrementalClassifier
+from .regularizers.base import QuadraticPenalty
+from .results import Result, by_step
+from .streams import Experience, concat
+from .trainer import Callback, Plugin
+
+BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc")
+BATCHABLE_HEADS = ("fixed", "incremental")
+FORWARDS = ("auto", "vmap")
+StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
+
+
+class _StackedSquares(torch.autograd.Function):
+    """Per seed, ``k * sum_i omega_i (theta_i - anchor_i - low_i)^2 + const``, ``(S,)``, over
+    stacked tensors ``(S, ...)``: :func:`continual.regularizers.base.weighted_squares` with a seed
+    dimension (one autograd node; the backward is one multiplication, ``2 k w g``)."""
+
+    @staticmethod
+    def forward(ctx, k: float, const: Tensor, omegas: list[Tensor], anchors: list[Tensor],
+                lows: list[Tensor] | None, *params: Tensor) -> Tensor:
+        d = torch._foreach_sub(list(params), anchors)
+        if lows is not None:
+            torch._foreach_sub_(d, lows)
+        w = torch._foreach_mul(d, omegas)
+        value = const.clone()
+        for a, b in zip(w, d):
+            value += (a * b).sum(dim=tuple(range(1, a.dim()))) * k  # (S,)
+        ctx.save_for_backward(*w)
+        ctx.k = k
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        w = ctx.saved_tensors
+        g = (2 * ctx.k) * grad  # (S,)
+        return (None, None, None, None, None, *[wi * g.view(-1, *([1] * (wi.dim() - 1))) for wi in w])
+
+
+def batchable(config: RunConfig) -> str | None:
+    """Why ``config`` cannot be trained batched, in one line; ``None`` when it can.
+
+    Example:
+        >>> batchable(RunConfig(strategy="ewc")) is None
+        True
+        >>> batchable(RunConfig(strategy="replay"))
+        "strategy 'replay' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc)"
+    """
+    if config.strategy not in BATCHABLE_STRATEGIES:
+        return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"
+    try:
+        cfg = config.resolve(here=False)
+    except ContinualError as exc:
+        return f"the configuration is refused: {exc}"
+    if cfg.model != "mlp":
+        return f"model {cfg.model!r} is not batched (only 'mlp': no BatchNorm statistics or dropout randomness to stack)"
+    if cfg.head not in BATCHABLE_HEADS:
+        return f"head {cfg.head!r} is not batched (batched: {', '.join(BATCHABLE_HEADS)})"
+    if cfg.class_order == "random":
+        return "class_order='random' gives each seed its own classes per experience (and experience sizes); not batched"
+    if cfg.classifier != "linear":
+        return f"classifier {cfg.classifier!r} is not batched (only 'linear')"
+    if cfg.feature_cache == "on":
+        return "feature_cache='on' trains a head on cached features; not batched"
+    if cfg.pretrained or cfg.adapt_first:
+        return "pretrained weights and first-session adaptation are not batched yet"
+    return None
+
+
+def _name(plugin: object) -> str:
+    return getattr(plugin, "name", type(plugin).__name__)
+
+
+def _overrides(plugin: object, hook: str) -> bool:
+    """True when ``plugin`` really implements ``hook`` (as the trainer decides which hooks to call)."""
+    return getattr(plugin, hook, None) is not None and getattr(type(plugin), hook, None) is not getattr(Plugin, hook)
+
+
+class _Seeds:
+    """The N seeds' built runs, their stacked parameters and what the step needs."""
+
+    def __init__(self, config: RunConfig, seeds: Sequence[int], *, forward: str = "auto") -> None:
+        self.seeds = [int(s) for s in seeds]
+        self.builts: list[Built] = []
+        self.rng: list[Tensor] = []  # each seed's global RNG state, as its separate run has it now
+        for s in self.seeds:
+            built = build(dataclasses.replace(config, seed=s))
+            self.rng.append(torch.get_rng_state())
+            if built.trainer.model is not built.model or built.source is not built.stream:
+                raise ContinualError("the run trains on cached features, which are not batched")
+            self.builts.append(built)
+        first = self.builts[0]
+        self.cfg, self.trainer0, self.device = first.config, first.trainer, first.trainer.device
+        self.template = first.model  # supplies the structure and the head masks (the same for every seed)
+        self.models = [b.model for b in self.builts]
+        self.plugins = [b.plugins for b in self.builts]
+        for plugins in self.plugins:
+            for p in plugins:
+                bad = [h for h in ("batch", "before_step", "after_step", "experience_data") if _overrides(p, h)]
+                if bad or callable(getattr(p, "criterion", None)) or getattr(p, "rebuilds_optimizer", False) \
+                        or getattr(p, "skips_training", False) or getattr(p, "classifier", None):
+                    raise ContinualError(f"plugin {_name(p)!r} is not batchable ({', '.join(bad) or 'it changes the loop'})")
+                if _overrides(p, "penalty") and not isinstance(p, QuadraticPenalty):
+                    raise ContinualError(f"plugin {_name(p)!r} has a penalty that is not batched (only quadratic penalties)")
+        params, _ = stack_module_state(self.models)  # (S, ...) each, new leaf tensors
+        # A stacked weight (S, out, in) is stored column-major per seed: the weight gradient of the
+        # batched product comes in that layout, so autograd accumulates it without a copy.
+        self.params = {k: (v.detach().to(self.device).transpose(1, 2).contiguous().transpose(1, 2) if v.dim() == 3
+                           else v.detach().to(self.device)).requires_grad_(True) for k, v in params.items()}
+        kind, lr, momentum, wd = self.cfg.optimizer, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay
+        plist = list(self.params.values())
+        self.optimizer = (torch.optim.SGD(plist, lr=lr, momentum=momentum, weight_decay=wd) if kind == "sgd"
+                          else torch.optim.Adam(plist, lr=lr, weight_decay=wd))
+        self.streams = [b.stream.to(self.device) for b in self.builts]
+        self.penalties: list[dict[str, list[float]]] = [{} for _ in self.seeds]
+        self.quadratic: list[dict[str, Tensor]] = []  # per penalty plugin: stacked omega, anchor, low, const
+        self.train_time: list[float] = []
+        self.eval_time: list[float] = []
+        self.plugin_time: list[float] = []
+        task = [s.task_class_mask().to(self.device) if s.scenario == "task" else None for s in self.streams]
+        if any(m is not None and not torch.equal(m, task[0]) for m in task):
+            raise ContinualError("the seeds' streams have different task masks; not batched")
+        self.task_mask = task[0]
+        self.layers = self._plain_mlp() if forward == "auto" else None  # the written-out forward, when it applies
+
+    # ------------------------------------------------------------------ sync
+    @torch.no_grad()
+    def to_models(self) -> None:
+        """Each seed's own module takes its slice of the stacked parameters."""
+        for i, model in enumerate(self.models):
+            for name, p in model.named_parameters():
+                p.copy_(self.params[name][i])
+
+    @torch.no_grad()
+    def from_models(self) -> None:
+        for i, model in enumerate(self.models):
+            for name, p in model.named_parameters():
+                self.params[name][i].copy_(p)
+
+    # ------------------------------------------------------------- forward
+    def logits(self, x: Tensor, t: Tensor) -> Tensor:
+        """``(S, B, C)`` logits of each seed's model on its own batch ``x`` ``(S, B, ...)``, task-masked."""
+        out = self._mlp(x) if self.layers is not None else self._vmap(x)  # (S, B, C)
+        if self.task_mask is not None:
+            out = out.masked_fill(~self.task_mask[t, : out.shape[2]], float("-inf"))
+        return out
+
+    def _vmap(self, x: Tensor) -> Tensor:
+        """The general path: ``functional_call`` of the template under ``vmap`` over the seed dimension."""
+        def one(params: dict[str, Tensor], xs: Tensor) -> Tensor:
+            return functional_call(self.template, params, (xs,))
+        return torch.vmap(one)(self.params, x)  # (S, B, C)
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        """The same for a plain MLP, written out: one ``baddbmm`` per layer (vmap's dispatch costs
+        0.3-0.5 ms a step on CPU, as much as the whole step of a small MLP)."""
+        h = x.reshape(x.shape[0], x.shape[1], -1)  # (S, B, in)
+        for kind, name in self.layers:
+            if kind == "linear":
+                h = torch.baddbmm(self.params[f"{name}.bias"].unsqueeze(1), h, self.params[f"{name}.weight"].transpose(1, 2))
+            else:
+                h = torch.relu(h)
+        head = self.template.head
+        hide = getattr(head, "_hide_train" if head.training else "_hide", None)  # an incremental head's masked rows
+        return h if hide is None else h.masked_fill(hide, float("-inf"))
+
+    def _plain_mlp(self) -> list[tuple[str, str]] | None:
+        """The template's layers as ``(kind, name)`` when it is a plain MLP (Flatten, Linear with
+        bias, ReLU; a linear or incremental head without ``mask_past``), else ``None`` (vmap)."""
+        model, layers = self.template, []
+        if type(model) is not MLP:
+            return None
+        for i, m in enumerate(model.backbone):
+            if isinstance(m, nn.Flatten):
+                if i != 0:
+                    return None
+            elif type(m) is nn.Linear and m.bias is not None:
+                layers.append(("linear", f"backbone.{i}"))
+            elif type(m) is nn.ReLU:
+                layers.append(("relu", ""))
+            else:
+                return None
+        head = model.head
+        if not ((type(head) is nn.Linear or (type(head) is IncrementalClassifier and not head.mask_past)) and head.bias is not None):
+            return None
+        return [*layers, ("linear", "head")]
+
+    def penalty(self) -> list[Tensor]:
+        """Each penalty plugin's value per seed, ``(S,)``, summed over the stacked parameters."""
+        values = []
+        for q in self.quadratic:
+            names = q["names"]
+            lows = [q[f"low.{n}"] for n in names] if names and f"low.{names[0]}" in q else None
+            values.append(_StackedSquares.apply(q["k"], q["const"], [q[f"omega.{n}"] for n in names],
+                                                [q[f"anchor.{n}"] for n in names], lows, *[self.params[n] for n in names]))
+        return values
+
+    @torch.no_grad()
+    def stack_penalties(self) -> None:
+        """Stack each seed's quadratic-penalty state (after a consolidation) along the seed dimension."""
+        self.quadratic = []
+        kinds = [[p for p in plugins if _overrides(p, "penalty")] for plugins in self.plugins]
+        for j, first in enumerate(kinds[0]):
+            ps = [k[j] for k in kinds]
+            k = first.strength * first.scale
+            q: dict = {"plugin": _name(first), "k": k, "names": [],
+                       "const": torch.tensor([k * sum(p.consts.values()) if p.consts else 0.0 for p in ps], device=self.device)}
+            for name in first.importances:
+                if name not in self.params:
+                    continue
+                q["names"].append(name)
+                like = self.params[name]  # stored in the parameter's layout: elementwise ops stay on contiguous memory
+                q[f"omega.{name}"] = torch.empty_like(like).copy_(torch.stack([p.importances[name] for p in ps]))
+                q[f"anchor.{name}"] = torch.empty_like(like).copy_(torch.stack([p.anchors[name] for p in ps]))
+                if first.anchor_lows:
+                    q[f"low.{name}"] = torch.empty_like(like).copy_(
+                        torch.stack([p.anchor_lows.get(name, torch.zeros_like(p.anchors[name])) for p in ps]))
+            self.quadratic.append(q)
+
+    # ---------------------------------------------------------- experience hooks
+    def before_experience(self, experiences: list[Experience]) -> None:
+        """Each seed's ``before_experience`` hooks on its own module, with its own global RNG state."""
+        self.to_models()
+        for i, (model, plugins, exp) in enumerate(zip(self.models, self.plugins, experiences)):
+            torch.set_rng_state(self.rng[i])
+            for p in plugins:
+                if _overrides(p, "before_experience"):
+                    new = p.before_experience(model, exp)
+                    if new:
+                        raise ContinualError(f"plugin {_name(p)!r} added parameters (a new task head); not batched")
+            self.rng[i] = torch.get_rng_state()
+        names = {i: {id(p): n for n, p in m.named_parameters()} for i, m in enumerate(self.models)}
+        rows: set[tuple[str, int, int]] = set()
+        for i, model in enumerate(self.models):
+            for head in model.modules():
+                if isinstance(head, IncrementalClassifier):
+                    if not torch.equal(head.active, self.template.head.active):
+                        raise ContinualError("the seeds' heads grew differently; not batched")
+                    for change in head.take_changes():
+                        if change.old is not None:
+                            raise ContinualError("a head grew past its capacity (reallocated); not batched")
+                        rows.add((names[i][id(change.param)], change.start, change.stop))
+        self.from_models()
+        for name, start, stop in rows:  # as sync_optimizer: the rows coming into use start with zero state
+            state = self.optimizer.state.get(self.params[name])
+            for v in (state or {}).values():
+                if torch.is_tensor(v) and v.shape == self.params[name].shape:
+                    v[:, start:stop] = 0
+
+    def after_experience(self, experiences: list[Experience]) -> None:
+        """Each seed's ``after_experience`` hooks (consolidation) on its own module, with its own global RNG state."""
+        self.to_models()
+        for i, (model, plugins, exp) in enumerate(zip(self.models, self.plugins, experiences)):
+            torch.set_rng_state(self.rng[i])
+            for p in plugins:
+                if _overrides(p, "after_experience"):
+                    p.after_experience(model, exp)
+            self.rng[i] = torch.get_rng_state()
+        self.stack_penalties()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, experiences: list[Experience], on_step: StepHook | None, callbacks: Sequence[Callback]) -> None:
+        """Train every seed on its experience (same size for all) for the configured epochs."""
+        experiences = [e.to(self.device) for e in experiences]
+        start = time.perf_counter()
+        self.before_experience(experiences)
+        plugin_time = time.perf_counter() - start
+        n = experiences[0].num_train
+        if any(e.num_train != n for e in experiences):
+            raise ContinualError(f"the seeds' experiences differ in size ({[e.num_train for e in experiences]}); not batched")
+        if n == 0:
+            raise ContinualError(f"experience {experiences[0].index} has no training samples")
+        transform = experiences[0].transform
+        if any(e.transform != transform for e in experiences) or getattr(transform, "augment", None) is not None:
+            raise ContinualError("the seeds' transforms differ or augment; not batched")
+        S, bs, epochs = len(self.seeds), self.cfg.batch_size, self.cfg.epochs
+        shared = all(torch.equal(e.x_train, experiences[0].x_train) and torch.equal(e.y_train, experiences[0].y_train)
+                     for e in experiences[1:])
+        if shared:  # the same data for every seed (split benchmarks): gather from one copy
+            x_all, y_all, t_all = experiences[0].x_train, experiences[0].y_train, experiences[0].t_train
+        else:  # each seed's own data (permuted benchmarks): (S, n, ...)
+            x_all = torch.stack([e.x_train for e in experiences])
+            y_all = torch.stack([e.y_train for e in experiences])
+            t_all = torch.stack([e.t_train for e in experiences])
+        rows = torch.arange(S, device=self.device)[:, None]  # (S, 1)
+        names = [q["plugin"] for q in self.quadratic] or [_name(p) for p in self.plugins[0] if _overrides(p, "penalty")]
+        sums = {name: torch.zeros(S, device=self.device) for name in names}
+        self.template.train()
+        opt, steps = self.optimizer, -(-n // bs)
+        for epoch in range(epochs):
+            lr = self.cfg.lr * self.trainer0.lr_factor(epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            order = torch.stack([torch.randperm(n, generator=b.trainer.generator)
+                                 for b in self.builts]).to(self.device)  # (S, n): each seed's own draw
+            loss_sum = torch.zeros(S, device=self.device)
+            for s in range(0, n, bs):
+                idx = order[:, s : s + bs]  # (S, B)
+                if shared:
+                    x, y, t = x_all[idx], y_all[idx], t_all[idx]  # (S, B, ...)
+                else:
+                    x, y, t = x_all[rows, idx], y_all[rows, idx], t_all[rows, idx]
+                B = idx.shape[1]
+                xb = transform(x.reshape(S * B, *x.shape[2:]), train=True).reshape(S, B, *x.shape[2:])
+                out = self.logits(xb, t)  # (S, B, C)
+                task = F.cross_entropy(out.reshape(S * B, -1), y.reshape(-1), reduction="none").view(S, B).mean(1)  # (S,)
+                loss = task
+                if self.quadratic:
+                    h0 = time.perf_counter()
+                    for q, value in zip(self.quadratic, self.penalty()):
+                        loss = loss + value
+                        sums[q["plugin"]] += value.detach()
+                    plugin_time += time.perf_counter() - h0
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()  # seed i's slice of each gradient is seed i's own gradient
+                opt.step()
+                loss_sum += loss.detach()
+                if on_step is not None:
+                    on_step(task.detach())
+            means = (loss_sum / steps).tolist()  # one host sync per epoch
+            for seed, mean in zip(self.seeds, means):
+                if mean != mean or mean in (float("inf"), float("-inf")):
+                    raise ContinualError(f"the training loss became {mean} in experience {experiences[0].index}, epoch {epoch}, "
+                                         f"seed {seed} (lr={lr:g}): lower the learning rate (--lr) or the penalty's strength")
+            for cb in callbacks:
+                cb("epoch_end", {"experience": experiences[0].index, "epoch": epoch, "loss": means, "steps": steps,
+                                 "seeds": list(self.seeds)})
+        h0 = time.perf_counter()
+        self.after_experience(experiences)
+        end = time.perf_counter()
+        plugin_time += end - h0
+        for name, total in sums.items():
+            for i, v in enumerate((total / max(1, epochs * steps)).tolist()):
+                self.penalties[i].setdefault(name, []).append(v)
+        self.train_time.append(end - start)
+        self.plugin_time.append(plugin_time)
+
+    # -------------------------------------------------------------- evaluate
+    @torch.no_grad()
+    def evaluate(self) -> list[list[float]]:
+        """Each seed's accuracy on every experience's test split, ``[seed][experience]``."""
+        self.template.eval()
+        S, ebs = len(self.seeds), self.cfg.eval_batch_size
+        rows: list[Tensor] = []
+        totals = []
+        for j in range(len(self.streams[0])):
+            es = [stream[j] for stream in self.streams]
+            n = es[0].num_test
+            shared = all(torch.equal(e.x_test, es[0].x_test) for e in es[1:])
+            hits = torch.zeros(S, dtype=torch.int64, device=self.device)
+            for s in range(0, n, ebs):
+                if shared:
+                    x = es[0].x_test[s : s + ebs].unsqueeze(0).expand(S, *es[0].x_test[s : s + ebs].shape)
+                else:
+                    x = torch.stack([e.x_test[s : s + ebs] for e in es])
+                y = torch.stack([e.y_test[s : s + ebs] for e in es])  # (S, B)
+                t = torch.stack([e.t_test[s : s + ebs] for e in es])
+                B = y.shape[1]
+                xb = es[0].transform(x.reshape(S * B, *x.shape[2:])).reshape(S, B, *x.shape[2:])
+                hits += (self.logits(xb, t).argmax(2) == y).sum(1)
+            rows.append(hits)
+            totals.append(max(n, 1))
+        self.template.train()
+        if not rows:
+            return [[] for _ in self.seeds]
+        acc = torch.stack(rows, 1).double().cpu() / torch.tensor(totals, dtype=torch.float64)  # (S, T)
+        return acc.tolist()
+
+    def evaluate_timed(self) -> list[list[float]]:
+        t0 = time.perf_counter()
+        rows = self.evaluate()
+        self.eval_time.append(time.perf_counter() - t0)
+        return rows
+
+
+def run_batched(
+    config: RunConfig,
+    seeds: Sequence[int],
+    *,
+    callbacks: Sequence[Callback] = (),
+    on_step: StepHook | None = None,
+    forward: str = "auto",
+) -> list[Result]:
+    """Train the seeds of ``config`` together; return each seed's :class:`Result`, in ``seeds``' order.
+
+    Each result is what ``run(dataclasses.replace(config, seed=s))`` returns, to the rounding of
+    batched matrix products (see the module docstring), with ``extra["batched"]`` added.
+
+    Args:
+        config: the configuration (its ``seed`` is replaced by each of ``seeds``).
+        seeds: distinct seeds, at least one.
+        callbacks: read-only observers ``callback(event, info)``: ``"experience_start"``,
+            ``"epoch_end"`` (``info["loss"]``: each seed's mean loss, in ``seeds``' order) and
+            ``"experience_end"`` (``info["rows"]``: each seed's row).
+        on_step: called after each step with each seed's task loss (cross-entropy, before penalties),
+            a detached ``(S,)`` tensor (no host sync unless the hook makes one).
+        forward: ``"auto"``: a plain MLP's forward written out as one batched product per layer,
+            any other model through ``functional_call`` under ``vmap``; ``"vmap"``: always the
+            latter (the same numbers to rounding; for comparison).
+
+    Raises:
+        ContinualError: with :func:`batchable`'s reason for a configuration it cannot batch,
+            for repeated or no seeds, and for a loss that diverged in any seed.
+    """
+    reason = batchable(config)
+    if reason is not None:
+        raise ContinualError(reason)
+    if forward not in FORWARDS:
+        raise ContinualError(f"unknown forward {forward!r}; expected one of {', '.join(FORWARDS)}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ContinualError(f"seeds={seeds} must be at least one seed, each once")
+    caller_rng = torch.get_rng_state()
+    try:
+        return _run(config, seeds, callbacks, on_step, forward)
+    finally:
+        torch.set_rng_state(caller_rng)
+
+
+def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_step: StepHook | None, forward: str) -> list[Result]:
+    wall0 = time.perf_counter()
+    b = _Seeds(config, seeds, forward=forward)
+    S, T = len(seeds), len(b.streams[0])
+    schedule = b.builts[0].strategy.schedule
+    mats = [AccuracyMatrix(T) for _ in seeds]
+    for m, row in zip(mats, b.evaluate()):
+        m.set_random_init(row)
+
+    def emit(event: str, **info) -> None:
+        for cb in callbacks:
+            cb(event, info)
+
+    if schedule == "joint":
+        emit("experience_start", index=0, num_experiences=1)
+        b.fit([concat(list(stream), index=0) for stream in b.streams], on_step, callbacks)
+        rows = b.evaluate_timed()
+        for m, row in zip(mats, rows):
+            for i in range(T):
+                m.set_row(i, row)
+        emit("experience_end", index=0, num_experiences=1, rows=rows)
+    else:
+        for i in range(T):
+            emit("experience_start", index=i, num_experiences=T)
+            exps = [concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else stream[i] for stream in b.streams]
+            b.fit(exps, on_step, callbacks)
+            rows = b.evaluate_timed()
+            for m, row in zip(mats, rows):
+                m.set_row(i, row)
+            emit("experience_end", index=i, num_experiences=T, rows=rows)
+    b.to_models()
+    wall = time.perf_counter() - wall0
+    results = []
+    for i, built in enumerate(b.builts):
+        cfg, acc, plugins, stream = built.config, mats[i], b.plugins[i], b.streams[i]
+        extra = {_name(p): p.report() for p in plugins if callable(getattr(p, "report", None))}
+        timings = {"train": list(b.train_time), "eval": list(b.eval_time), "plugins": list(b.plugin_time),
+                   "total_train": sum(b.train_time), "total_eval": sum(b.eval_time), "total_plugins": sum(b.plugin_time),
+                   "wall": wall}
+        test_sizes = [e.num_test for e in stream]
+        extra["memory"] = memory_ledger(built.model, plugins)
+        extra["by_step"] = by_step(acc.values, test_sizes)
+        extra["batched"] = {"seeds": S, "timings": f"of the {S} seeds trained together"}
+        env = environment(b.device)
+        results.append(Result(
+            config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),
+            metrics=summary(acc.values, acc.random_init, test_sizes=test_sizes), timings=timings,
+            penalties=b.penalties[i], extra=extra, environment=env,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), test_sizes=test_sizes,
+            classifiers={}, provenance=provenance(cfg.to_dict(), built.source, env) | {k: dict(v) if isinstance(v, dict) else v
+                                                                                        for k, v in built.records.items()},
+        ))
+    return results
+
+
+__all__ = ["BATCHABLE_STRATEGIES", "batchable", "run_batched"]

@@ -1,0 +1,175 @@
+"""Seeds trained together (continual.batched) against the same seeds' separate runs.
+
+Tolerances, and why:
+
+- Per-step task losses (cross-entropy before penalties) of the first 50 steps. The two paths
+  compute the same float32 arithmetic in a different order (a batched matrix product against one
+  per seed, a cross-entropy with ``reduction="none"`` then a mean): at the first step the logits
+  differ by 2e-8-4e-8 and the gradients by 1e-8 (measured), a few units of float32 rounding
+  (unit roundoff 6e-8). Training then carries these differences along, more or less:
+  - class- and domain-incremental streams: the losses stayed within 2.4e-7 relative over the
+    first 50 steps (and 8e-5 over every step) in every case measured; tolerance relative 1e-5
+    (plus 1e-6 absolute), a 40x margin, and 3 orders below what a real mistake gives (a batch of
+    another seed, a wrong initial head row or a missing penalty change a loss by 1e-2 or more);
+  - the task-incremental stream (two-class tasks, where the softmax saturates quickly and small
+    logit differences weigh more) amplified them faster through the vmap forward: 1.2e-4
+    relative by step 50 for finetune alone, the same for online EWC (the written-out MLP forward,
+    the default, stayed within 4.3e-7 over every step); tolerance relative 1e-3 on that stream
+    (10x margin over the vmap figure, still 10x below a real mistake).
+- Accuracy matrices (and the random-init row): each entry within one test prediction
+  (1.5 / the smallest test split, 71 samples on split-digits): a prediction flips only when two
+  logits tie to rounding. They were equal in every case measured.
+- Final average accuracy: within 0.5 points (the issue's figure).
+- Penalties per experience (mean over steps): relative 10x the losses' (1e-4; 1e-2 on the task
+  stream): a sum over ~165k float32 terms in another order (3e-6 relative measured on L2), of
+  squared differences ``theta - anchor`` whose relative error is that of the parameters times
+  ``|theta| / |theta - anchor|`` (2e-4 measured on the task stream's last experience).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import continual.trainer as trainer_module
+from continual.batched import BATCHABLE_STRATEGIES, batchable, run_batched
+from continual.errors import ContinualError
+from continual.experiment import RunConfig, run
+
+SEEDS = [0, 1, 2]
+STEPS = 50
+LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6
+TASK_RTOL = 1e-3  # the task-incremental stream (see the module docstring)
+
+
+class _Recorder:
+    """Stands for ``torch.nn.functional`` inside the trainer module: records each training loss."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(F, name)
+
+    def cross_entropy(self, out, y, *args, **kwargs):
+        loss = F.cross_entropy(out, y, *args, **kwargs)
+        self.losses.append(loss.item())
+        return loss
+
+
+def _separate(config: RunConfig, seed: int, monkeypatch) -> tuple[object, np.ndarray]:
+    recorder = _Recorder()
+    with monkeypatch.context() as m:
+        m.setattr(trainer_module, "F", recorder)  # the trainer's own loss, step by step, without editing it
+        result = run(dataclasses.replace(config, seed=seed))
+    return result, np.array(recorder.losses)
+
+
+def _compare(config: RunConfig, monkeypatch, *, rtol: float = LOSS_RTOL, forward: str = "auto") -> None:
+    steps: list[torch.Tensor] = []
+    batched = run_batched(config, SEEDS, on_step=lambda losses: steps.append(losses.clone()), forward=forward)
+    batched_losses = torch.stack(steps).numpy()  # (steps, seeds)
+    assert [r.seed for r in batched] == SEEDS
+    matrices = []
+    for i, seed in enumerate(SEEDS):
+        alone, losses = _separate(config, seed, monkeypatch)
+        mine = batched[i]
+        assert len(losses) == len(batched_losses) >= STEPS
+        np.testing.assert_allclose(batched_losses[:STEPS, i], losses[:STEPS], rtol=rtol, atol=LOSS_ATOL)
+        tol = 1.5 / min(alone.test_sizes)
+        np.testing.assert_allclose(np.array(mine.acc_matrix), np.array(alone.acc_matrix), atol=tol)
+        np.testing.assert_allclose(mine.random_init, alone.random_init, atol=tol)
+        assert abs(mine.metrics["final_average_accuracy"] - alone.metrics["final_average_accuracy"]) <= 0.005
+        assert mine.config == alone.config and mine.test_sizes == alone.test_sizes
+        assert set(mine.penalties) == set(alone.penalties)
+        for name in alone.penalties:
+            np.testing.assert_allclose(mine.penalties[name], alone.penalties[name], rtol=10 * rtol, atol=1e-9)
+        assert mine.extra["batched"]["seeds"] == len(SEEDS)
+        assert {k: v for k, v in mine.extra.items() if k not in ("batched", "memory")} == \
+            {k: v for k, v in alone.extra.items() if k != "memory"}
+        assert set(dataclasses.asdict(mine)) == set(dataclasses.asdict(alone))
+        matrices.append(np.array(mine.acc_matrix))
+    assert not np.array_equal(matrices[0], matrices[1])  # the seeds are really different runs
+
+
+@pytest.mark.parametrize("strategy", BATCHABLE_STRATEGIES)
+def test_batched_equals_separate_runs(strategy, monkeypatch):
+    _compare(RunConfig(benchmark="split-digits", strategy=strategy, epochs=2, device="cpu"), monkeypatch)
+
+
+@pytest.mark.parametrize("config", [
+    RunConfig(benchmark="permuted-digits", strategy="ewc", epochs=1, device="cpu"),  # each seed its own permutations
+    RunConfig(benchmark="split-digits", scenario="task", strategy="online-ewc", epochs=2, device="cpu"),  # fixed head, task mask
+    RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, optimizer="adam", lr=0.001, device="cpu"),
+    RunConfig(benchmark="split-digits", strategy="l2", epochs=3, momentum=0.9, lr_schedule="cosine", device="cpu"),
+    # other Fisher estimators and a subset: the consolidation is each seed's own plugin on its own model
+    RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, params={"estimator": "exact", "num_samples": 100}, device="cpu"),
+], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2", "exact-fisher-subset-ewc"])
+def test_batched_equals_separate_runs_elsewhere(config, monkeypatch):
+    _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL)
+
+
+@pytest.mark.parametrize("config", [
+    RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, device="cpu"),
+    RunConfig(benchmark="split-digits", scenario="task", strategy="online-ewc", epochs=2, device="cpu"),
+], ids=["ewc", "task-online-ewc"])
+def test_vmap_forward_equals_separate_runs(config, monkeypatch):
+    """The general forward (functional_call under vmap), which a plain MLP does not take by default."""
+    _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL, forward="vmap")
+
+
+@pytest.mark.parametrize("config, words", [
+    (RunConfig(strategy="replay"), "strategy 'replay' is not batched yet"),
+    (RunConfig(strategy="si"), "strategy 'si' is not batched yet"),
+    (RunConfig(strategy="ewc", model="convnet"), "model 'convnet' is not batched"),
+    (RunConfig(strategy="finetune", class_order="random"), "class_order='random'"),
+    (RunConfig(strategy="finetune", head="multi", scenario="task"), "head 'multi' is not batched"),
+])
+def test_unbatchable_gives_one_line_reason(config, words):
+    reason = batchable(config)
+    assert reason is not None and words in reason and "\n" not in reason
+    with pytest.raises(ContinualError, match=words.replace("(", r"\(")):
+        run_batched(config, SEEDS)
+
+
+def test_batchable_and_bad_seeds():
+    assert batchable(RunConfig(strategy="online-ewc", benchmark="permuted-digits")) is None
+    with pytest.raises(ContinualError, match="each once"):
+        run_batched(RunConfig(epochs=1, device="cpu"), [1, 1])
+    with pytest.raises(ContinualError, match="unknown forward 'jit'"):
+        run_batched(RunConfig(epochs=1, device="cpu"), [1], forward="jit")
+
+
+def test_caller_rng_is_restored():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    run_batched(RunConfig(strategy="finetune", epochs=1, num_experiences=2, device="cpu"), [0, 1])
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_epoch_end_callback_gives_each_seeds_mean_loss():
+    config = RunConfig(strategy="ewc", epochs=1, num_experiences=2, device="cpu")
+    seen = []
+    run_batched(config, [3, 4], callbacks=[lambda event, info: seen.append(info) if event == "epoch_end" else None])
+    assert [info["seeds"] for info in seen] == [[3, 4], [3, 4]]
+    for seed_index, seed in enumerate([3, 4]):
+        alone = []
+        run(dataclasses.replace(config, seed=seed), callbacks=[lambda event, info: alone.append(info["loss"]) if event == "epoch_end" else None])
+        np.testing.assert_allclose([info["loss"][seed_index] for info in seen], alone, rtol=LOSS_RTOL)
+
+
+def test_a_diverging_seed_stops_the_batch_and_is_named():
+    with pytest.raises(ContinualError, match="seed 0"):
+        run_batched(RunConfig(strategy="finetune", epochs=1, num_experiences=1, lr=1e30, device="cpu"), [0, 1])
+
+
+def test_batched_results_save_and_load(tmp_path):
+    from continual.results import load_result, save_result
+
+    (result,) = run_batched(RunConfig(strategy="l2", epochs=1, num_experiences=2, device="cpu"), [5])
+    back = load_result(save_result(result, tmp_path / "r.json"))
+    assert back.acc_matrix == result.acc_matrix and back.extra["batched"]["seeds"] == 1 and back.seed == 5
