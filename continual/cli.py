@@ -191,6 +191,44 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> li
     return results
 
 
+def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, required: bool) -> list | None:
+    """Train the seeds together (:mod:`continual.batched`) and save each seed's result; ``None``
+    when they should be trained one at a time instead.
+
+    ``--batched auto`` batches on a CUDA device only: on a CPU the step of the MLPs here is bound
+    by its matrix products, so 5 seeds batched cost what 5 runs cost (``benchmarks/batched.py``).
+    ``--batched on`` batches wherever it can; a configuration it cannot batch says why in one
+    line and trains one seed at a time. Batched runs write no checkpoints yet: a killed batched
+    run starts again.
+    """
+    from .batched import batchable, run_batched
+    from .experiment import choose_threads, resolve_device, set_threads
+    from .results import save_result
+
+    resolved = configs[0].resolve()
+    if not required and resolve_device(resolved.device).type != "cuda":
+        return None
+    reason = batchable(configs[0])
+    if reason is not None:
+        print(f"continual: training the seeds one at a time: {reason}", file=sys.stderr)
+        return None
+    names = [result_name(c.resolve()) for c in configs]
+    for name in names:
+        check_file_name(out, name + ".json", what=f"seed {name.rsplit('seed', 1)[-1]}")
+    set_threads(choose_threads(resolved.model, requested=threads))
+    if not quiet:
+        print(f"continual: training seeds {configs[0].seed}..{configs[-1].seed} together (batched)", file=sys.stderr)
+    results = run_batched(configs[0], [c.seed for c in configs])
+    for name, result in zip(names, results):
+        path = out / f"{name}.json"
+        save_result(result, path)
+        if not quiet:
+            m = result.metrics
+            print(f"{result.label:<14} seed {result.seed}: final acc {100 * m['final_average_accuracy']:5.1f}%  "
+                  f"forgetting {100 * m['average_forgetting']:5.1f}%  -> {path}", file=sys.stderr)
+    return results
+
+
 def result_name(resolved) -> str:
     """The file stem of a run's result: readable (benchmark, scenario, label, seed) plus the
     configuration's hash (:func:`continual.results.config_id`), so runs that differ in any other
@@ -246,7 +284,11 @@ def cmd_run(args) -> int:
     base.resolve()  # check every name and value before anything runs
     configs = [base.override({"seed": base.seed + k}) for k in range(args.seeds)]
     check_writable(out)
-    results = _run_many(configs, out, args.quiet, args.threads)
+    results = None
+    if args.batched != "off" and args.seeds > 1:
+        results = _run_batched(configs, out, args.quiet, args.threads, required=args.batched == "on")
+    if results is None:
+        results = _run_many(configs, out, args.quiet, args.threads)
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
@@ -469,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-cache", default="auto", help="auto (default: a frozen backbone's features are computed once "
                    "per experience, unless training augmentation is on), on (refuse a run it cannot apply to) or off")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
+    p.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
+                   help="train the seeds together in one process: auto (on CUDA only: on a CPU it does not pay, "
+                        "benchmarks/batched.py), on, off; strategies it cannot batch train one seed at a time")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: the benchmark's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the benchmark's)")

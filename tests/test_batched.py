@@ -173,3 +173,29 @@ def test_batched_results_save_and_load(tmp_path):
     (result,) = run_batched(RunConfig(strategy="l2", epochs=1, num_experiences=2, device="cpu"), [5])
     back = load_result(save_result(result, tmp_path / "r.json"))
     assert back.acc_matrix == result.acc_matrix and back.extra["batched"]["seeds"] == 1 and back.seed == 5
+
+
+def test_the_cli_trains_seeds_together_on_request_and_falls_back_in_one_line(tmp_path, capsys):
+    """`continual run --seeds 3 --batched on` writes each seed's file, with the matrices of
+    `--batched off`; a strategy it cannot batch trains one seed at a time and says why in one line."""
+    import json
+
+    from continual.cli import main
+
+    common = ["run", "--seeds", "3", "--epochs", "1", "--device", "cpu", "--quiet"]
+    assert main(common + ["--batched", "on", "--out", str(tmp_path / "on")]) == 0
+    assert main(common + ["--batched", "off", "--out", str(tmp_path / "off")]) == 0
+    on, off = sorted((tmp_path / "on").glob("*.json")), sorted((tmp_path / "off").glob("*.json"))
+    assert [p.name for p in on] == [p.name for p in off] and len(on) == 3
+    for a, b in zip(on, off):
+        ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+        assert ra["extra"]["batched"]["seeds"] == 3 and "batched" not in rb["extra"]
+        for row_a, row_b in zip(ra["acc_matrix"], rb["acc_matrix"]):  # batched products may round differently:
+            assert all(abs(x - y) <= 0.015 for x, y in zip(row_a, row_b))  # at most one of ~72 test images per entry
+    capsys.readouterr()
+    assert main(["run", "--seeds", "2", "--epochs", "1", "--strategy", "replay", "--batched", "on", "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "replay")]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == ("continual: training the seeds one at a time: strategy 'replay' is not batched yet "
+                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc)")
+    assert len(list((tmp_path / "replay").glob("*.json"))) == 2
