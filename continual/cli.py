@@ -276,7 +276,7 @@ def cmd_run(args) -> int:
         lr_schedule=args.lr_schedule, milestones=parse_ints(args.milestones, "--milestones") or [], lr_decay=args.lr_decay,
         classifier=args.classifier, device=args.device, label=args.label, data_root=args.data_root, download=args.download,
         head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, resize=args.resize,
-        hidden=parse_ints(args.hidden, "--hidden"), normalise=args.normalise, seed=args.seed,
+        hidden=parse_ints(args.hidden, "--hidden"), normalise=args.normalise, compile=args.compile, seed=args.seed,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     if base.label is None and base.params:
@@ -506,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", default=None, metavar="W,W,...", help="the MLP's hidden widths (default 400,400)")
     p.add_argument("--no-normalise", dest="normalise", action="store_false",
                    help="pixels scaled to [0, 1] only, without the dataset's mean/std normalisation")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile of the model (pays on CUDA; "
+                   "on a CPU see benchmarks/compile.py)")
     p.add_argument("--adapt-first", action="store_true", help="train the backbone on the first experience only, then "
                    "run the strategy (first-session adaptation; stands in for --pretrained, or adapts it)")
     p.add_argument("--feature-cache", default="auto", help="auto (default: a frozen backbone's features are computed once "

@@ -73,6 +73,8 @@ class RunConfig:
             the first experience alone (from ``pretrained`` when given, from scratch otherwise);
             the strategies that need pretrained weights then accept it in their place
             (:func:`continual.transfer.adapt_first`).
+        compile: train through ``torch.compile`` of the model (see :class:`~continual.trainer.Trainer`;
+            ``benchmarks/compile.py`` measures whether it pays).
         feature_cache: ``"auto"`` (default): when the strategy freezes the whole backbone, its
             features are computed once per experience and the head trains on them, unless
             training augmentation is on (then they are recomputed every batch, and the
@@ -136,6 +138,7 @@ class RunConfig:
     resize: int | None = None
     hidden: list[int] | None = None
     normalise: bool = True
+    compile: bool = False
 
     def resolve(self, *, here: bool = True) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark, every value checked.
@@ -279,7 +282,7 @@ class RunConfig:
         return dataclasses.replace(self, **changes, params=params)
 
 
-_BOOLS = ("adapt_first", "download", "normalise")  # RunConfig's yes/no settings
+_BOOLS = ("adapt_first", "compile", "download", "normalise")  # RunConfig's yes/no settings
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: PyTorch and NumPy take them, and seed + k stays in an int64
 MAX_SEEDS = 10_000  # seeds per command or sweep: more would take weeks; a larger number is a typo
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # lr and weight decay scale float32 tensors
@@ -672,6 +675,7 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size,
         device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks, lr_schedule=cfg.lr_schedule,
         milestones=cfg.milestones, lr_decay=cfg.lr_decay, classifier="linear" if cfg.classifier == "both" else cfg.classifier,
+        compile=cfg.compile,
     )
     if lr_groups:
         from .transfer import scale_lr

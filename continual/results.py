@@ -305,11 +305,12 @@ def _claims_schema(path: Path) -> bool:
 
 # Settings that do not change what a run computes: where the data was read from, whether it was
 # downloaded, and the seed (the seeds of one configuration are its repetitions).
-# Cached features give the recomputing run's result (continual.features), so feature_cache is one too.
-NOT_IDENTITY = ("seed", "data_root", "download", "feature_cache")
+# Cached features give the recomputing run's result (continual.features), and a compiled step the
+# same arithmetic (to the rounding of fused kernels), so feature_cache and compile are such settings too.
+NOT_IDENTITY = ("seed", "data_root", "download", "feature_cache", "compile")
 # Settings added after results were first written, with the value that means what a configuration
 # without them meant: left out of identities at that value, so earlier results keep their ids.
-ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None, "hidden": None, "normalise": True}
+ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None, "hidden": None, "normalise": True, "compile": False}
 
 
 def stable(config: dict) -> dict:

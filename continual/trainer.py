@@ -210,6 +210,10 @@ class Trainer:
         lr_decay: the factor of each ``"step"`` milestone.
         classifier: the classifier whose matrix :meth:`run` returns: ``"linear"`` (the model's
             argmax) or the ``classifier`` name of an evaluation plugin (``"nme"``).
+        compile: run the training steps' forward (and so backward) through ``torch.compile`` of
+            the model; evaluation and the plugins use the model itself. The growing head's fixed
+            capacity keeps the step's shapes static (a last, smaller batch of an epoch compiles a
+            second graph). A compiler that fails is a one-line :class:`ContinualError`.
         plugins: hook objects (see the module docstring). The sequence is copied, not modified.
         callbacks: read-only observers ``callback(event, info)``.
 
@@ -240,6 +244,7 @@ class Trainer:
         milestones: Sequence[int] = (),
         lr_decay: float = 0.1,
         classifier: str = "linear",
+        compile: bool = False,
     ) -> None:
         for key, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not value > 0:
@@ -280,6 +285,8 @@ class Trainer:
         self.penalties: dict[str, list[float]] = {}
         self._task_mask: Tensor | None = None
         self._added_groups: list[list[str]] = []  # names of the parameters of each group added by plugins
+        # torch.compile of the model for the training steps (evaluation runs the model as it is).
+        self._compiled = torch.compile(self.model) if compile else None
 
     # ----------------------------------------------------------------- helpers
     def _new_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -297,8 +304,19 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def logits(self, x: Tensor, t: Tensor) -> Tensor:
-        """The model's logits on a transformed batch, masked to each sample's task in the task scenario."""
-        out = forward(self.model, x, t)  # (B, C)
+        """The model's logits on a transformed batch, masked to each sample's task in the task scenario
+        (through the compiled model in training, with ``compile=True``)."""
+        if self._compiled is not None and self.model.training:
+            try:
+                out = forward(self._compiled, x, t)  # (B, C)
+            except Exception as exc:  # a compiler missing or failing: one line, not inductor's traceback
+                if isinstance(exc, ContinualError):
+                    raise
+                text = str(exc).strip().splitlines()
+                raise ContinualError(f"compile: torch.compile failed ({type(exc).__name__}: {text[0][:200] if text else ''}); "
+                                     "run without --compile") from None
+        else:
+            out = forward(self.model, x, t)  # (B, C)
         if self._task_mask is not None:
             out = out.masked_fill(~self._task_mask[t, : out.shape[1]], float("-inf"))
         return out

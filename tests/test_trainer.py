@@ -385,3 +385,25 @@ def test_a_plugin_that_skips_training_gets_the_experience_hooks_and_no_step(stre
     trainer.fit(stream[0])
     assert plugin.calls == ["before", "after"]
     assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before))
+
+
+def test_compiled_training_steps_match_the_plain_ones_and_fail_in_one_line(monkeypatch):
+    """compile=True trains through torch.compile (same arithmetic, to fused kernels' rounding);
+    a compiler that fails is one line naming --compile."""
+    stream = split(synthetic(num_features=8, train_per_class=20, test_per_class=5), 2)
+    rows = []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        trainer = Trainer(MLP(8, (16,), 10), lr=0.1, epochs=1, batch_size=16, device="cpu", compile=compile)
+        rows.append(trainer.run(stream).values)
+    assert abs(rows[0] - rows[1]).max() <= 0.11  # one test sample of ~10 per experience, at most
+
+    class Broken:
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("InductorError: no C++ compiler\nlong traceback")
+
+    monkeypatch.setattr(torch, "compile", lambda model: Broken())
+    trainer = Trainer(MLP(8, (16,), 10), lr=0.1, epochs=1, device="cpu", compile=True)
+    with pytest.raises(ContinualError, match=r"^compile: torch.compile failed \(RuntimeError: InductorError: no C\+\+ compiler\); "
+                                             r"run without --compile$"):
+        trainer.fit(stream[0])
