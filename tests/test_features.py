@@ -1,9 +1,11 @@
 """Cached features of a frozen backbone (continual.features) and first-session adaptation.
 
 A frozen backbone's features are computed once per experience; the head trains on them. The run
-must be the one that recomputes them every batch: the same accuracy matrices (compared exactly:
-the head sees the same numbers in the same order, up to the backbone's rounding for a batch size,
-which on these models and kernels is none; a difference of one test sample would show as 1/72).
+must be the one that recomputes them every batch: the same accuracy matrices. The head sees the
+same numbers in the same order, up to the backbone's rounding for a batch size (1024 against 10:
+none with the kernels of the build these were written on, where the matrices are identical; a
+matrix-product or convolution kernel chosen per batch size may round the last bit differently on
+another build), so each entry may differ by at most one test sample.
 """
 
 import dataclasses
@@ -41,9 +43,14 @@ def _pair(**settings):
     return cached, recomputed
 
 
+def same_matrix(a, b) -> bool:
+    """Equal accuracy matrices, each entry to one test sample of its experience (see the module docstring)."""
+    return all(abs(x - y) <= 1.0 / n + 1e-12 for ra, rb in zip(a.acc_matrix, b.acc_matrix) for x, y, n in zip(ra, rb, a.test_sizes))
+
+
 def test_transfer_on_cached_features_is_the_recomputing_run(mlp01):
     cached, recomputed = _pair(strategy="transfer", pretrained=mlp01, epochs=3)
-    assert cached.acc_matrix == recomputed.acc_matrix and cached.random_init == recomputed.random_init
+    assert same_matrix(cached, recomputed) and cached.random_init == recomputed.random_init
     assert cached.provenance["features"]["cached"] is True and cached.provenance["features"]["dim"] == 400
     assert recomputed.provenance["features"] == {"cached": False, "why": "feature_cache='off'"}
     assert cached.timings["features"] > 0 and "features" not in recomputed.timings
@@ -52,7 +59,7 @@ def test_transfer_on_cached_features_is_the_recomputing_run(mlp01):
 
 def test_convnet_with_frozen_batchnorm_caches_to_the_same_matrix(convnet01):
     cached, recomputed = _pair(strategy="transfer", pretrained=convnet01, model="convnet", epochs=2, num_experiences=3)
-    assert cached.acc_matrix == recomputed.acc_matrix
+    assert same_matrix(cached, recomputed)
     assert cached.provenance["features"]["dim"] == 128
 
 
@@ -60,7 +67,7 @@ def test_convnet_with_frozen_batchnorm_caches_to_the_same_matrix(convnet01):
 def test_closed_form_heads_on_cached_features(strategy, mlp01):
     settings = {"ranpac": {"params": {"ranpac_m": 200}}}.get(strategy, {})
     cached, recomputed = _pair(strategy=strategy, pretrained=mlp01, **settings)
-    assert cached.acc_matrix == recomputed.acc_matrix
+    assert same_matrix(cached, recomputed)
     assert cached.provenance["features"]["cached"] is True
 
 
