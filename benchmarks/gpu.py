@@ -25,8 +25,8 @@ is bound by kernel launches, about 0.3-1.5 ms; not yet measured, since no GPU ha
 - ``pytest -m gpu``: ~20 s.
 
 ``--dry-run`` runs every part on the CPU with each script's smallest arguments (repeats 1, an
-epoch or two, split-digits where the script allows it), only to check that the suite works: its
-figures mean nothing. If Avalanche cannot be imported, ``vs_avalanche.py`` runs our side alone
+epoch or two, two experiences where a stream is long, split-digits where the script allows it),
+only to check that the suite works (about 2 minutes on one busy core): its figures mean nothing. If Avalanche cannot be imported, ``vs_avalanche.py`` runs our side alone
 and the report says so; if Fashion-MNIST is not installed, ``data.py`` times the augmentation
 alone and ``vs_avalanche.py`` is skipped, and the report says so.
 
@@ -121,7 +121,7 @@ def plan(dry: bool, fmnist: bool) -> list[Part]:
             Part("batched", script("batched", *dev, "--seeds", "2", "--repeats", "1", "--epochs", "1",
                                    "--strategies", "finetune", "--hidden", "32,32"), 120),
             Part("features", script("features", *dev, "--benchmark", "split-digits", "--epochs", "1", "--repeats", "1"), 180),
-            Part("methods", script("methods", *dev, "--repeats", "1", "--epochs", "2", "--parts", "1"), 180),
+            Part("methods", script("methods", *dev, "--repeats", "1", "--epochs", "2", "--parts", "1", "--experiences", "2"), 180),
         ]
     else:
         parts = [
