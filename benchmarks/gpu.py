@@ -222,6 +222,9 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -240,6 +243,7 @@ def main() -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device here: use --dry-run to check the suite on the CPU", file=sys.stderr)
         return 2
+    sys.path.insert(0, str(ROOT))  # this checkout's library, here as in the parts
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])  # this checkout's library
     if args.dry_run:
@@ -251,16 +255,20 @@ def main() -> int:
         if part.status != "not run":  # skipped by the plan
             print(f"{part.name}: {part.status}", flush=True)
             continue
-        if part.name == "vs_avalanche" and avalanche is not None:
+        left = args.budget - (time.perf_counter() - start)
+        if part.name == "vs_avalanche" and avalanche is not None and left > 0:
             importable, why = avalanche.result()
             if not importable:
                 without_avalanche(part, why)
-        left = args.budget - (time.perf_counter() - start)
+            left = args.budget - (time.perf_counter() - start)
         if left <= 0:
             part.status = "skipped: the budget was spent"
         else:
             run_part(part, min(part.timeout, left), env)
         print(f"{part.name}: {part.status} ({part.wall:.1f} s)", flush=True)
+    if avalanche is not None and avalanche.proc.poll() is None:  # its part never came (the budget)
+        os.killpg(avalanche.proc.pid, signal.SIGKILL)
+        avalanche.proc.communicate()
     total = time.perf_counter() - start
     write_atomically(args.report, report(parts, args, environment(args.dry_run), total))
     print(f"report: {args.report}")

@@ -21,13 +21,37 @@ def env():
     return e
 
 
-def fashion_mnist_installed():
+def load_gpu():
     sys.path.insert(0, str(GPU.parent))
     try:
         import gpu
     finally:
         sys.path.remove(str(GPU.parent))
-    return gpu.fashion_mnist_installed()
+    return gpu
+
+
+def fashion_mnist_installed():
+    return load_gpu().fashion_mnist_installed()
+
+
+def test_a_failed_write_leaves_the_old_report_whole(tmp_path, monkeypatch):
+    gpu = load_gpu()
+    report = tmp_path / "gpu-report.md"
+    gpu.write_atomically(report, "old\n")
+    assert report.read_text() == "old\n"
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gpu.os, "replace", fail)
+    with pytest.raises(OSError):
+        gpu.write_atomically(report, "new\n")
+    assert report.read_text() == "old\n"
+    assert [f.name for f in tmp_path.iterdir()] == ["gpu-report.md"]  # no temporary file left behind
+
+
+def test_fence_is_not_closed_by_the_text_inside():
+    assert load_gpu().fence("a ``` b") == "````\na ``` b\n````"
 
 
 def test_dry_run_runs_every_part(tmp_path):
