@@ -22,13 +22,14 @@ is bound by kernel launches, about 0.3-1.5 ms; not yet measured, since no GPU ha
 - ``batched.py --seeds 10 --repeats 2`` (issue 17's GPU target: 10 seeds): ~60 s;
 - ``features.py --epochs 2`` (split-fmnist, ConvNet): ~45 s;
 - ``methods.py --repeats 3``: ~30 s;
-- ``pytest -m gpu``: ~20 s.
+- ``pytest -m gpu``: ~20 s (about 475 s in all).
 
 ``--dry-run`` runs every part on the CPU with each script's smallest arguments (repeats 1, an
 epoch or two, two experiences where a stream is long, split-digits where the script allows it),
-only to check that the suite works (about 2 minutes on one busy core): its figures mean nothing. If Avalanche cannot be imported, ``vs_avalanche.py`` runs our side alone
-and the report says so; if Fashion-MNIST is not installed, ``data.py`` times the augmentation
-alone and ``vs_avalanche.py`` is skipped, and the report says so.
+only to check that the suite works (about 2 minutes on one busy core): its figures mean nothing.
+If Avalanche cannot be imported, ``vs_avalanche.py`` runs our side alone and the report says so;
+if Fashion-MNIST is not installed, ``data.py`` times the augmentation alone and
+``vs_avalanche.py`` is skipped, and the report says so.
 
     python benchmarks/gpu.py                                  # on a CUDA machine: the suite, ~8 minutes
     python benchmarks/gpu.py --dry-run --report /tmp/r.md     # on any machine: tiny sizes, CPU
