@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--aug-batches", type=int, default=200, help="batches per augmentation timing")
     ap.add_argument("--only", choices=("load", "augment"), default=None, help="run one part (default: both)")
+    ap.add_argument("--streams", default="split-fmnist,permuted-fmnist,rotated-fmnist", help="streams whose build is timed")
     args = ap.parse_args()
     device = cl.trainer.resolve_device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -70,7 +71,7 @@ def main() -> None:
     if args.only != "augment":
         t, ds = timed(lambda: data.fashion_mnist(root=args.data_root), args.repeats, sync)
         print(f"load Fashion-MNIST ({len(ds.x_train) + len(ds.x_test)} images, IDX gz): {t:.3f} s")
-        for name in ("split-fmnist", "permuted-fmnist", "rotated-fmnist"):
+        for name in args.streams.split(","):
             t, stream = timed(lambda: cl.make_stream(name, root=args.data_root, device=device), args.repeats, sync)
             print(f"build {name} ({len(stream)} experiences, load included): {t:.3f} s")
     if args.only == "load":

@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per experience (at least 2: the first is left out)")
     ap.add_argument("--mem", type=int, default=200, help="every method's memory (exemplars in total)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--experiences", type=int, default=None, help="part 1 on the first N experiences (default: all; at least 2)")
     ap.add_argument("--parts", default="1,2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
@@ -121,21 +122,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     parts = {int(p) for p in args.parts.split(",")}
     base = dict(benchmark=args.benchmark, epochs=args.epochs, device=args.device, seed=0)
+    part1 = dict(base, num_experiences=args.experiences)
     mem = {"mem": args.mem}
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); medians over {args.repeats} repeats")
     if 1 in parts:
         configs = {
-            "finetune": RunConfig(strategy="finetune", **base),
-            "replay": RunConfig(strategy="replay", params=mem, **base),
-            "er-ace": RunConfig(strategy="er-ace", params=mem, **base),
-            "a-gem": RunConfig(strategy="a-gem", params=mem, **base),
-            "a-gem (memory batch 32)": RunConfig(strategy="a-gem", params={**mem, "sample_size": 32}, **base),
-            "exemplars": RunConfig(strategy="finetune", **base),
-            "icarl (bce)": RunConfig(strategy="icarl", params={**mem, "loss": "bce"}, classifier="linear", **base),
-            "icarl (softmax-kd)": RunConfig(strategy="icarl", params={**mem, "loss": "softmax-kd"}, classifier="linear", **base),
-            "exemplars-cosine": RunConfig(strategy="finetune", **base),
-            "lucir": RunConfig(strategy="lucir", params={"mem": args.mem, "mem_per_class": 0}, **base),
-            "der": RunConfig(strategy="der", params=mem, **base),
+            "finetune": RunConfig(strategy="finetune", **part1),
+            "replay": RunConfig(strategy="replay", params=mem, **part1),
+            "er-ace": RunConfig(strategy="er-ace", params=mem, **part1),
+            "a-gem": RunConfig(strategy="a-gem", params=mem, **part1),
+            "a-gem (memory batch 32)": RunConfig(strategy="a-gem", params={**mem, "sample_size": 32}, **part1),
+            "exemplars": RunConfig(strategy="finetune", **part1),
+            "icarl (bce)": RunConfig(strategy="icarl", params={**mem, "loss": "bce"}, classifier="linear", **part1),
+            "icarl (softmax-kd)": RunConfig(strategy="icarl", params={**mem, "loss": "softmax-kd"}, classifier="linear", **part1),
+            "exemplars-cosine": RunConfig(strategy="finetune", **part1),
+            "lucir": RunConfig(strategy="lucir", params={"mem": args.mem, "mem_per_class": 0}, **part1),
+            "der": RunConfig(strategy="der", params=mem, **part1),
         }
         times, params = measure(configs, args.repeats, args.mem)
         later = slice(1, None)

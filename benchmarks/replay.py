@@ -72,7 +72,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="mlp or convnet (default: the benchmark's)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--mem", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per experience in part 1 (default: the benchmark's)")
     ap.add_argument("--epochs2", type=int, default=3, help="epochs per experience in part 2")
+    ap.add_argument("--experiences2", type=int, default=20, help="experiences of part 2's permuted-digits stream")
     ap.add_argument("--parts", default="1,2", help="which parts to run (1, 2 or 1,2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: PyTorch's default)")
@@ -82,7 +84,7 @@ def main() -> None:
     device = cl.trainer.resolve_device(args.device)
     bench = cl.get_benchmark(args.benchmark)
     model = args.model or bench.model
-    kw = dict(epochs=bench.epochs, lr=bench.lr, batch_size=bench.batch_size, device=device)
+    kw = dict(epochs=args.epochs or bench.epochs, lr=bench.lr, batch_size=bench.batch_size, device=device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, mem {args.mem}, "
           f"replay batch = training batch = {bench.batch_size}")
 
@@ -91,6 +93,10 @@ def main() -> None:
         part1(args, model, bench, kw, device)
     if 2 in parts:
         part2(args, model, kw, device)
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def part1(args, model, bench, kw, device) -> None:
@@ -111,7 +117,7 @@ def part1(args, model, bench, kw, device) -> None:
         for label in runs:
             times[label].append(step_time(label))
         print(f"repeat {r}: " + "  ".join(f"{label} {1e3 * times[label][-1]:.3f} ms" for label in runs))
-    print(f"part 1: {args.benchmark}, model {model}, {bench.epochs} epochs, step time (median over {args.repeats} repeats)")
+    print(f"part 1: {args.benchmark}, model {model}, {kw['epochs']} epochs, step time (median over {args.repeats} repeats)")
     for label in runs:
         ratios = [t / f for t, f in zip(times[label], times["finetune"])]
         print(f"  {label:<24} {1e3 * statistics.median(times[label]):.3f} ms/step   / finetune: {statistics.median(ratios):.2f}x"
@@ -121,7 +127,7 @@ def part1(args, model, bench, kw, device) -> None:
 
 def part2(args, model, kw, device) -> None:
     """ER's step time in experience 1 vs 20."""
-    long = cl.make_stream("permuted-digits", num_experiences=20, device=device)
+    long = cl.make_stream("permuted-digits", num_experiences=args.experiences2, device=device)
     torch.manual_seed(0)
     init = cl.build_model(model, tuple(long[0].x_train.shape[1:]), long.num_classes).to(device)
     kw2 = dict(kw, epochs=args.epochs2)
@@ -139,10 +145,11 @@ def part2(args, model, kw, device) -> None:
             lasts[label].append(steps[-1])
             ratios[label].append(steps[-1] / first)
         print(f"repeat {r}: " + "  ".join(f"{label} {ratios[label][-1]:.3f}" for label in labels))
-    print(f"part 2: permuted-digits, 20 experiences, {args.epochs2} epochs each, model {model}, step time in the 20th experience / the 1st (median over {args.repeats} repeats)")
+    print(f"part 2: permuted-digits, {len(long)} experiences, {args.epochs2} epochs each, model {model}, "
+          f"step time in the {ordinal(len(long))} experience / the 1st (median over {args.repeats} repeats)")
     for label in labels:
         first = "2nd" if "balanced" in label else "1st"
-        print(f"  {label:<24} {first} {1e3 * statistics.median(firsts[label]):.3f} ms/step  20th {1e3 * statistics.median(lasts[label]):.3f} ms/step"
+        print(f"  {label:<24} {first} {1e3 * statistics.median(firsts[label]):.3f} ms/step  {ordinal(len(long))} {1e3 * statistics.median(lasts[label]):.3f} ms/step"
               f"  ratio {statistics.median(ratios[label]):.3f}  ratio of the fastest over repeats "
               f"{min(lasts[label]) / min(firsts[label]):.3f}" + ("   (target <= 1.1)" if label == "replay" else ""))
 

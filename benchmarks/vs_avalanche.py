@@ -31,6 +31,7 @@ median times.
     python benchmarks/vs_avalanche.py                                  # 3 seeds, 4 strategies, CPU
     python benchmarks/vs_avalanche.py --seeds 0 --strategies finetune  # a quick check
     python benchmarks/vs_avalanche.py --device cuda
+    python benchmarks/vs_avalanche.py --seeds 0 --strategies finetune --epochs 1 --experiences 2  # a quicker check
 """
 
 from __future__ import annotations
@@ -78,13 +79,14 @@ def prepare_torchvision_root(root: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------- workers
-def run_continual(strategy: str, seed: int, device: str, lam: float) -> dict:
+def run_continual(strategy: str, seed: int, device: str, lam: float, epochs: int = EPOCHS,
+                  experiences: int = NUM_EXPERIENCES) -> dict:
     import torch
 
     import continual as cl
 
     t0 = time.perf_counter()
-    stream = cl.split(cl.fashion_mnist(), NUM_EXPERIENCES, scenario="class", device=device)
+    stream = cl.split(cl.fashion_mnist(), NUM_EXPERIENCES, scenario="class", device=device)[:experiences]
     torch.manual_seed(seed)
     model = cl.build_model("mlp", (1, 28, 28), 10, head="fixed")  # 784-400-400-10
     plugins = {
@@ -92,13 +94,14 @@ def run_continual(strategy: str, seed: int, device: str, lam: float) -> dict:
         "ewc": [cl.EWC(lam, estimator="batched", convention="avalanche", batch_size=BATCH)],
         "replay": [cl.ER(cl.make_buffer("experience-balanced", MEM, device=device, seed=seed))],
     }[strategy]
-    trainer = cl.Trainer(model, lr=LR, momentum=MOMENTUM, epochs=EPOCHS, batch_size=BATCH, eval_batch_size=EVAL_BATCH,
+    trainer = cl.Trainer(model, lr=LR, momentum=MOMENTUM, epochs=epochs, batch_size=BATCH, eval_batch_size=EVAL_BATCH,
                          device=device, seed=seed, plugins=plugins)
     acc = trainer.run(stream, schedule="joint" if strategy == "joint" else "sequential")
     return {"acc_matrix": acc.tolist(), "in_process": time.perf_counter() - t0, "threads": torch.get_num_threads()}
 
 
-def run_avalanche(strategy: str, seed: int, device: str, lam: float, root: str) -> dict:
+def run_avalanche(strategy: str, seed: int, device: str, lam: float, root: str, epochs: int = EPOCHS,
+                  experiences: int = NUM_EXPERIENCES) -> dict:
     import warnings
 
     import torch
@@ -117,21 +120,21 @@ def run_avalanche(strategy: str, seed: int, device: str, lam: float, root: str) 
     model = SimpleMLP(num_classes=10, input_size=784, hidden_size=400, hidden_layers=2, drop_rate=0.0)
     common = dict(
         model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM),
-        criterion=torch.nn.CrossEntropyLoss(), train_mb_size=BATCH, train_epochs=EPOCHS, eval_mb_size=EVAL_BATCH,
+        criterion=torch.nn.CrossEntropyLoss(), train_mb_size=BATCH, train_epochs=epochs, eval_mb_size=EVAL_BATCH,
         device=torch.device(device),
         evaluator=EvaluationPlugin(accuracy_metrics(experience=True, stream=True), forgetting_metrics(stream=True), loggers=[]),
     )
     if strategy == "joint":
         s = JointTraining(**common)
-        s.train(bench.train_stream)
-        results = [s.eval(bench.test_stream)] * NUM_EXPERIENCES
+        s.train(bench.train_stream[:experiences])
+        results = [s.eval(bench.test_stream[:experiences])] * experiences
     else:
         s = {"finetune": lambda: Naive(**common), "ewc": lambda: EWC(ewc_lambda=lam, mode="separate", **common),
              "replay": lambda: Replay(mem_size=MEM, **common)}[strategy]()
         results = []
-        for exp in bench.train_stream:
+        for exp in bench.train_stream[:experiences]:
             s.train(exp)
-            results.append(s.eval(bench.test_stream))
+            results.append(s.eval(bench.test_stream[:experiences]))
     acc = accuracy_matrix_from_avalanche(results)
     own = results[-1].get("StreamForgetting/eval_phase/test_stream")
     return {"acc_matrix": acc.tolist(), "in_process": time.perf_counter() - t0, "threads": torch.get_num_threads(),
@@ -141,9 +144,9 @@ def run_avalanche(strategy: str, seed: int, device: str, lam: float, root: str) 
 def worker(args: argparse.Namespace) -> None:
     lib, strategy, seed = args.worker[0], args.worker[1], int(args.worker[2])
     if lib == "continual":
-        out = run_continual(strategy, seed, args.device, args.lam)
+        out = run_continual(strategy, seed, args.device, args.lam, args.epochs, args.experiences)
     else:
-        out = run_avalanche(strategy, seed, args.device, args.lam, str(args.avalanche_root))
+        out = run_avalanche(strategy, seed, args.device, args.lam, str(args.avalanche_root), args.epochs, args.experiences)
     out["since_start"] = time.perf_counter() - START
     Path(args.out).write_text(json.dumps(out))
 
@@ -159,6 +162,11 @@ def main() -> None:
     ap.add_argument("--avalanche-root", type=Path, default=Path(tempfile.gettempdir()) / "continual-vs-avalanche",
                     help="dataset_root given to Avalanche's SplitFMNIST (prepared from the local IDX files)")
     ap.add_argument("--json", type=Path, help="also write every run's figures here")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help="epochs per experience, the same in both")
+    ap.add_argument("--experiences", type=int, default=NUM_EXPERIENCES,
+                    help=f"train and evaluate on the first N of the {NUM_EXPERIENCES} experiences (at least 2)")
+    ap.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES,
+                    help="which libraries run (one alone: its figures, no comparison)")
     ap.add_argument("--worker", nargs=3, metavar=("LIBRARY", "STRATEGY", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -171,16 +179,19 @@ def main() -> None:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"--device {args.device}: CUDA is not available here")
-    prepare_torchvision_root(args.avalanche_root)
+    if "avalanche" in args.libraries:
+        prepare_torchvision_root(args.avalanche_root)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for k, strategy in enumerate(args.strategies):
-                order = LIBRARIES if (seed + k) % 2 == 0 else LIBRARIES[::-1]  # alternate which goes first
+                order = [lib for lib in LIBRARIES if lib in args.libraries]
+                order = order if (seed + k) % 2 == 0 else order[::-1]  # alternate which goes first
                 for lib in order:
                     out = Path(tmp) / f"{lib}-{strategy}-{seed}.json"
                     cmd = [sys.executable, __file__, "--worker", lib, strategy, str(seed), "--out", str(out),
-                           "--device", args.device, "--lam", str(args.lam), "--avalanche-root", str(args.avalanche_root)]
+                           "--device", args.device, "--lam", str(args.lam), "--avalanche-root", str(args.avalanche_root),
+                           "--epochs", str(args.epochs), "--experiences", str(args.experiences)]
                     t0 = time.perf_counter()
                     if subprocess.run(cmd).returncode != 0:  # e.g. a diverged run (our trainer stops on a NaN loss)
                         print(f"seed {seed} {strategy:9s} {lib:10s} FAILED (left out of the table)", flush=True)
@@ -201,10 +212,14 @@ def main() -> None:
     def pick(lib, strategy, key):
         return [r[key] for r in runs if r["library"] == lib and r["strategy"] == strategy]
 
-    print(f"\nSplit Fashion-MNIST 5x2, class-incremental, MLP 784-400-400-10, SGD 0.01/0.9, batch 128, 2 epochs; "
-          f"seeds {args.seeds}; device {args.device}; torch {torch.__version__}, {pick('continual', args.strategies[0], 'threads')[0]} threads")
+    threads = runs[0]["threads"] if runs else "?"
+    first = f" (the first {args.experiences})" if args.experiences < NUM_EXPERIENCES else ""
+    print(f"\nSplit Fashion-MNIST 5x2{first}, class-incremental, MLP 784-400-400-10, SGD 0.01/0.9, batch 128, {args.epochs} epochs; "
+          f"seeds {args.seeds}; device {args.device}; torch {torch.__version__}, {threads} threads")
     print("accuracy and forgetting: mean over seeds, in %; times: median over seeds, in s "
           "(in-process: data + training + evaluation; process: the whole Python process)\n")
+    if len(args.libraries) == 1:
+        return one_library(args, pick)
     head = ("| strategy | ACC ours | ACC Avalanche | diff | forgetting ours | forgetting Avalanche "
             "| in-process ours | in-process Avalanche | ratio | process ours | process Avalanche | ratio |")
     print(head)
@@ -224,11 +239,23 @@ def main() -> None:
               f"| {fgt['continual']:.1f} | {fgt['avalanche']:.1f} "
               f"| {inp['continual']:.1f} | {inp['avalanche']:.1f} | {inp['avalanche'] / inp['continual']:.1f}x "
               f"| {proc['continual']:.1f} | {proc['avalanche']:.1f} | {proc['avalanche'] / proc['continual']:.1f}x |")
-    failed = len(args.seeds) * len(args.strategies) * len(LIBRARIES) - len(runs)
+    failed = len(args.seeds) * len(args.strategies) * len(args.libraries) - len(runs)
     if failed:
         print(f"\n{failed} run(s) failed and are left out")
     print(f"\nall processes: ours {totals['continual']:.0f} s, Avalanche {totals['avalanche']:.0f} s "
           f"({totals['avalanche'] / totals['continual']:.1f}x)")
+
+
+def one_library(args: argparse.Namespace, pick) -> None:
+    """The table of one library's runs (``--libraries`` with one name): no comparison."""
+    (lib,) = args.libraries
+    print("| strategy | library | ACC | forgetting | in-process | process |\n|---|---|---|---|---|---|")
+    for s in args.strategies:
+        if not pick(lib, s, "acc"):
+            print(f"| {s} | {lib} | no complete run |")
+            continue
+        print(f"| {s} | {lib} | {100 * statistics.mean(pick(lib, s, 'acc')):.1f} | {100 * statistics.mean(pick(lib, s, 'forgetting')):.1f} "
+              f"| {statistics.median(pick(lib, s, 'in_process')):.1f} | {statistics.median(pick(lib, s, 'process')):.1f} |")
 
 
 if __name__ == "__main__":
