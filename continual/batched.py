@@ -42,11 +42,10 @@ What a plugin must do to be batchable (in one place):
 
 1. Its step-level hooks must be elementwise on state that can be stacked along a leading seed
    dimension: today only the quadratic penalty of :class:`~continual.regularizers.base.QuadraticPenalty`
-   (L2, EWC separate and online), whose importances, anchors (and float32 low halves) and
+   (L2, EWC separate and online, MAS), whose importances, anchors (and float32 low halves) and
    constants are stacked per seed after each consolidation, the penalty summed over seeds.
    ``batch``, ``before_step``, ``after_step`` and ``criterion`` hooks are not batched yet
-   (replay, DER++, A-GEM, SI, ER-ACE), nor ``penalty`` hooks of other kinds (LwF); MAS is a
-   ``QuadraticPenalty`` and would batch as it is, but is not yet tested against its separate runs.
+   (replay, DER++, A-GEM, SI, ER-ACE), nor ``penalty`` hooks of other kinds (LwF).
    Step-level code must not draw random numbers (dropout, augmentation): there is one global RNG
    for N seeds during a step.
 2. Its experience-level hooks (``before_experience``, ``after_experience``) may do anything a
@@ -95,7 +94,7 @@ from .results import Result, by_step
 from .streams import Experience, concat
 from .trainer import Callback, Plugin
 
-BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc")
+BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas")
 BATCHABLE_HEADS = ("fixed", "incremental")
 FORWARDS = ("auto", "vmap")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
@@ -134,7 +133,7 @@ def batchable(config: RunConfig) -> str | None:
         >>> batchable(RunConfig(strategy="ewc")) is None
         True
         >>> batchable(RunConfig(strategy="replay"))
-        "strategy 'replay' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc)"
+        "strategy 'replay' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas)"
     """
     if config.strategy not in BATCHABLE_STRATEGIES:
         return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"

@@ -108,7 +108,9 @@ def test_batched_equals_separate_runs(strategy, monkeypatch):
     RunConfig(benchmark="split-digits", strategy="l2", epochs=3, momentum=0.9, lr_schedule="cosine", device="cpu"),
     # other Fisher estimators and a subset: the consolidation is each seed's own plugin on its own model
     RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, params={"estimator": "exact", "num_samples": 100}, device="cpu"),
-], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2", "exact-fisher-subset-ewc"])
+    # MAS's importance on the task scenario's masked logits (each seed's own plugin, after each experience); the paper's lambda
+    RunConfig(benchmark="split-digits", scenario="task", strategy="mas", epochs=2, params={"lam": 1.0}, device="cpu"),
+], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2", "exact-fisher-subset-ewc", "task-mas"])
 def test_batched_equals_separate_runs_elsewhere(config, monkeypatch):
     _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL)
 
@@ -197,5 +199,5 @@ def test_the_cli_trains_seeds_together_on_request_and_falls_back_in_one_line(tmp
                  "--out", str(tmp_path / "replay")]) == 0
     err = capsys.readouterr().err.strip()
     assert err == ("continual: training the seeds one at a time: strategy 'replay' is not batched yet "
-                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc)")
+                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas)")
     assert len(list((tmp_path / "replay").glob("*.json"))) == 2
