@@ -43,9 +43,13 @@ What a plugin must do to be batchable (in one place):
 1. Its step-level hooks must be elementwise on state that can be stacked along a leading seed
    dimension: today only the quadratic penalty of :class:`~continual.regularizers.base.QuadraticPenalty`
    (L2, EWC separate and online, MAS), whose importances, anchors (and float32 low halves) and
-   constants are stacked per seed after each consolidation, the penalty summed over seeds.
-   ``batch``, ``before_step``, ``after_step`` and ``criterion`` hooks are not batched yet
-   (replay, DER++, A-GEM, SI, ER-ACE), nor ``penalty`` hooks of other kinds (LwF).
+   constants are stacked per seed after each consolidation, the penalty summed over seeds; and
+   SI's ``after_step`` (its path integral, :class:`_StackedPaths`: the per-step state stacked when
+   the experience starts, the same elementwise arithmetic on the stacked parameters and gradients,
+   and each seed's slice handed back to its own plugin before it consolidates). A new step-level
+   hook is batched the same way: a class here that stacks the plugin's per-step state and does its
+   arithmetic with a leading seed dimension. ``batch``, ``before_step`` and ``criterion`` hooks
+   are not batched yet (replay, DER++, A-GEM, ER-ACE), nor ``penalty`` hooks of other kinds (LwF).
    Step-level code must not draw random numbers (dropout, augmentation): there is one global RNG
    for N seeds during a step.
 2. Its experience-level hooks (``before_experience``, ``after_experience``) may do anything a
@@ -90,11 +94,12 @@ from .ledger import memory_ledger, provenance
 from .metrics import AccuracyMatrix, summary
 from .models import MLP, IncrementalClassifier
 from .regularizers.base import QuadraticPenalty
+from .regularizers.si import SI
 from .results import Result, by_step
 from .streams import Experience, concat
 from .trainer import Callback, Plugin
 
-BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas")
+BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si")
 BATCHABLE_HEADS = ("fixed", "incremental")
 FORWARDS = ("auto", "vmap")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
@@ -126,6 +131,50 @@ class _StackedSquares(torch.autograd.Function):
         return (None, None, None, None, None, *[wi * g.view(-1, *([1] * (wi.dim() - 1))) for wi in w])
 
 
+class _StackedPaths:
+    """SI's path integral (:meth:`continual.regularizers.si.SI.after_step`) for every seed at once.
+
+    The per-step state of the seeds' :class:`~continual.regularizers.si.SI` plugins (``path``:
+    omega accumulated during the experience, ``prev``: the parameters before the step) is stacked
+    along the seed dimension when the experience starts (after each seed's own ``before_experience``
+    took its snapshot) and written back into each seed's plugin before its ``after_experience``
+    (its own ``consolidate``: importance, clipping, new anchor, new snapshot). Between the two, each
+    step does SI's elementwise arithmetic on the stacked tensors: the task-loss gradient ``g`` (the
+    stacked gradient minus SI's own surrogate gradient ``2 c Omega (prev - anchor)``, with the
+    stacked importances and anchors of the penalty) and ``path -= g * (theta - prev)``.
+    """
+
+    def __init__(self, plugins: list[SI], params: dict[str, Tensor]) -> None:
+        if any(p.strength != plugins[0].strength for p in plugins):
+            raise ContinualError("the seeds' SI plugins have different strengths; not batched")
+        self.plugins = plugins
+        self.names = [n for n in plugins[0].path if n in params]
+        self.path = {n: torch.empty_like(params[n]).copy_(torch.stack([p.path[n] for p in plugins])) for n in self.names}
+        self.prev = {n: torch.empty_like(params[n]).copy_(torch.stack([p.prev[n] for p in plugins])) for n in self.names}
+
+    @torch.no_grad()
+    def after_step(self, params: dict[str, Tensor], q: dict | None) -> None:
+        """Add ``-g * delta theta`` of the step just taken to every seed's path integral."""
+        two_c = 2 * self.plugins[0].strength
+        for n in self.names:
+            p, prev = params[n].detach(), self.prev[n]
+            g = params[n].grad
+            if g is None:
+                prev.copy_(p)
+                continue
+            if q is not None and f"omega.{n}" in q:  # take SI's own surrogate gradient out, as si.py does
+                g = g - two_c * q[f"omega.{n}"] * (prev - q[f"anchor.{n}"])
+            self.path[n].addcmul_(g, p - prev, value=-1.0)
+            prev.copy_(p)
+
+    def unstack(self) -> None:
+        """Each seed's plugin takes its slice of the path integral and of ``prev``."""
+        for i, plugin in enumerate(self.plugins):
+            for n in self.names:
+                plugin.path[n] = self.path[n][i].clone(memory_format=torch.contiguous_format)
+                plugin.prev[n] = self.prev[n][i].clone(memory_format=torch.contiguous_format)
+
+
 def batchable(config: RunConfig) -> str | None:
     """Why ``config`` cannot be trained batched, in one line; ``None`` when it can.
 
@@ -133,7 +182,7 @@ def batchable(config: RunConfig) -> str | None:
         >>> batchable(RunConfig(strategy="ewc")) is None
         True
         >>> batchable(RunConfig(strategy="replay"))
-        "strategy 'replay' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas)"
+        "strategy 'replay' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si)"
     """
     if config.strategy not in BATCHABLE_STRATEGIES:
         return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"
@@ -185,7 +234,8 @@ class _Seeds:
         self.plugins = [b.plugins for b in self.builts]
         for plugins in self.plugins:
             for p in plugins:
-                bad = [h for h in ("batch", "before_step", "after_step", "experience_data") if _overrides(p, h)]
+                bad = [h for h in ("batch", "before_step", "after_step", "experience_data") if _overrides(p, h)
+                       and not (h == "after_step" and type(p) is SI)]  # SI's path integral: _StackedPaths
                 if bad or callable(getattr(p, "criterion", None)) or getattr(p, "rebuilds_optimizer", False) \
                         or getattr(p, "skips_training", False) or getattr(p, "classifier", None):
                     raise ContinualError(f"plugin {_name(p)!r} is not batchable ({', '.join(bad) or 'it changes the loop'})")
@@ -203,6 +253,7 @@ class _Seeds:
         self.streams = [b.stream.to(self.device) for b in self.builts]
         self.penalties: list[dict[str, list[float]]] = [{} for _ in self.seeds]
         self.quadratic: list[dict[str, Tensor]] = []  # per penalty plugin: stacked omega, anchor, low, const
+        self.paths: list[tuple[_StackedPaths, int]] = []  # per SI plugin: its stacked path integral, its penalty's index
         self.train_time: list[float] = []
         self.eval_time: list[float] = []
         self.plugin_time: list[float] = []
@@ -330,6 +381,11 @@ class _Seeds:
                             raise ContinualError("a head grew past its capacity (reallocated); not batched")
                         rows.add((names[i][id(change.param)], change.start, change.stop))
         self.from_models()
+        self.paths = []
+        penalties = [p for p in self.plugins[0] if _overrides(p, "penalty")]
+        for j, first in enumerate(self.plugins[0]):
+            if type(first) is SI:
+                self.paths.append((_StackedPaths([plugins[j] for plugins in self.plugins], self.params), penalties.index(first)))
         for name, start, stop in rows:  # as sync_optimizer: the rows coming into use start with zero state
             state = self.optimizer.state.get(self.params[name])
             for v in (state or {}).values():
@@ -339,6 +395,9 @@ class _Seeds:
     def after_experience(self, experiences: list[Experience]) -> None:
         """Each seed's ``after_experience`` hooks (consolidation) on its own module, with its own global RNG state."""
         self.to_models()
+        for paths, _ in self.paths:
+            paths.unstack()
+        self.paths = []
         for i, (model, plugins, exp) in enumerate(zip(self.models, self.plugins, experiences)):
             torch.set_rng_state(self.rng[i])
             for p in plugins:
@@ -403,6 +462,11 @@ class _Seeds:
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()  # seed i's slice of each gradient is seed i's own gradient
                 opt.step()
+                if self.paths:
+                    h0 = time.perf_counter()
+                    for paths, j in self.paths:
+                        paths.after_step(self.params, self.quadratic[j] if j < len(self.quadratic) else None)
+                    plugin_time += time.perf_counter() - h0
                 loss_sum += loss.detach()
                 if on_step is not None:
                     on_step(task.detach())

@@ -110,7 +110,9 @@ def test_batched_equals_separate_runs(strategy, monkeypatch):
     RunConfig(benchmark="split-digits", strategy="ewc", epochs=2, params={"estimator": "exact", "num_samples": 100}, device="cpu"),
     # MAS's importance on the task scenario's masked logits (each seed's own plugin, after each experience); the paper's lambda
     RunConfig(benchmark="split-digits", scenario="task", strategy="mas", epochs=2, params={"lam": 1.0}, device="cpu"),
-], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2", "exact-fisher-subset-ewc", "task-mas"])
+    # SI's path integral with Adam's steps (not proportional to the gradient) and the authors' c=1
+    RunConfig(benchmark="split-digits", strategy="si", epochs=2, optimizer="adam", lr=0.001, params={"c": 1.0}, device="cpu"),
+], ids=["permuted-ewc", "task-online-ewc", "adam-ewc", "momentum-cosine-l2", "exact-fisher-subset-ewc", "task-mas", "adam-si"])
 def test_batched_equals_separate_runs_elsewhere(config, monkeypatch):
     _compare(config, monkeypatch, rtol=TASK_RTOL if config.scenario == "task" else LOSS_RTOL)
 
@@ -126,7 +128,7 @@ def test_vmap_forward_equals_separate_runs(config, monkeypatch):
 
 @pytest.mark.parametrize("config, words", [
     (RunConfig(strategy="replay"), "strategy 'replay' is not batched yet"),
-    (RunConfig(strategy="si"), "strategy 'si' is not batched yet"),
+    (RunConfig(strategy="a-gem"), "strategy 'a-gem' is not batched yet"),
     (RunConfig(strategy="ewc", model="convnet"), "model 'convnet' is not batched"),
     (RunConfig(strategy="finetune", class_order="random"), "class_order='random'"),
     (RunConfig(strategy="finetune", head="multi", scenario="task"), "head 'multi' is not batched"),
@@ -199,5 +201,5 @@ def test_the_cli_trains_seeds_together_on_request_and_falls_back_in_one_line(tmp
                  "--out", str(tmp_path / "replay")]) == 0
     err = capsys.readouterr().err.strip()
     assert err == ("continual: training the seeds one at a time: strategy 'replay' is not batched yet "
-                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas)")
+                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si)")
     assert len(list((tmp_path / "replay").glob("*.json"))) == 2
