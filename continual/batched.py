@@ -52,10 +52,15 @@ What a plugin must do to be batchable (in one place):
    seed's own LwF froze its copy of the seed's model, the copies' parameters are stacked, the old
    logits come from the same stacked forward (in eval mode, as the frozen copy runs) and the
    penalty is lwf.py's formula with a seed dimension (``kl_div`` per element, summed per seed and
-   divided by the batch size: ``"batchmean"``). ``batch``, ``before_step`` and ``criterion`` hooks
-   are not batched yet (replay, DER++, A-GEM, ER-ACE), nor ``penalty`` hooks of other kinds.
-   Step-level code must not draw random numbers (dropout, augmentation): there is one global RNG
-   for N seeds during a step.
+   divided by the batch size: ``"batchmean"``). ER's ``batch`` hook (replay, any buffer) is not
+   vectorised but delegated: each seed's own ER joins its replay samples to the seed's slice of the
+   batch (its buffer samples and, a reservoir, takes in the batch with the buffer's own generator,
+   seeded per seed: the same draws as the separate run), and the joined batches, of one size
+   for every seed, are stacked (:meth:`_Seeds.join`; S hook calls per step). ``before_step`` and
+   ``criterion`` hooks are not batched yet (A-GEM, ER-ACE, iCaRL), nor ``batch`` hooks other than
+   ER's (DER++ also adds a penalty on the replayed logits), nor ``penalty`` hooks of other kinds.
+   Step-level code must not draw from the global RNG (dropout, augmentation): there is one global
+   RNG for N seeds during a step; a plugin's own generator, one per seed, is fine.
 2. Its experience-level hooks (``before_experience``, ``after_experience``) may do anything a
    separate run does: they run once per seed, on the seed's own model and plugin objects, with
    the global RNG set to the seed's own state (saved again afterwards). They must not return new
@@ -103,11 +108,12 @@ from .models import MLP, IncrementalClassifier
 from .regularizers.base import QuadraticPenalty
 from .regularizers.lwf import LwF
 from .regularizers.si import SI
+from .replay.er import ER
 from .results import Result, by_step
 from .streams import Experience, concat
 from .trainer import Callback, Plugin
 
-BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf")
+BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay")
 BATCHABLE_HEADS = ("fixed", "incremental")
 FORWARDS = ("auto", "vmap")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
@@ -189,8 +195,8 @@ def batchable(config: RunConfig) -> str | None:
     Example:
         >>> batchable(RunConfig(strategy="ewc")) is None
         True
-        >>> batchable(RunConfig(strategy="replay"))
-        "strategy 'replay' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf)"
+        >>> batchable(RunConfig(strategy="der++"))
+        "strategy 'der++' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay)"
     """
     if config.strategy not in BATCHABLE_STRATEGIES:
         return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"
@@ -243,7 +249,8 @@ class _Seeds:
         for plugins in self.plugins:
             for p in plugins:
                 bad = [h for h in ("batch", "before_step", "after_step", "experience_data") if _overrides(p, h)
-                       and not (h == "after_step" and type(p) is SI)]  # SI's path integral: _StackedPaths
+                       and not (h == "after_step" and type(p) is SI)  # SI's path integral: _StackedPaths
+                       and not (h == "batch" and type(p) is ER)]  # replay: each seed's own ER on its slice (join)
                 if bad or callable(getattr(p, "criterion", None)) or getattr(p, "rebuilds_optimizer", False) \
                         or getattr(p, "skips_training", False) or getattr(p, "classifier", None):
                     raise ContinualError(f"plugin {_name(p)!r} is not batchable ({', '.join(bad) or 'it changes the loop'})")
@@ -261,6 +268,7 @@ class _Seeds:
         self.streams = [b.stream.to(self.device) for b in self.builts]
         self.penalties: list[dict[str, list[float]]] = [{} for _ in self.seeds]
         self.stacked: list[dict] = []  # per penalty plugin, in order: its stacked state (omega, anchor...; LwF's old parameters)
+        self.joins = [[p for p in plugins if _overrides(p, "batch")] for plugins in self.plugins]  # per seed, in order
         self.paths: list[tuple[_StackedPaths, int]] = []  # per SI plugin: its stacked path integral, its penalty's index
         self.train_time: list[float] = []
         self.eval_time: list[float] = []
@@ -354,6 +362,24 @@ class _Seeds:
             values.append(_StackedSquares.apply(q["k"], q["const"], [q[f"omega.{n}"] for n in names],
                                                 [q[f"anchor.{n}"] for n in names], lows, *[self.params[n] for n in names]))
         return values
+
+    def join(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each seed's ``batch`` hooks (replay) on its own slice of the batch, the joined batches
+        stacked: each seed's own buffer draws its replay samples and takes in the batch with its
+        own generator, exactly as in its separate run. The joined batches must have one size."""
+        xs, ys, ts = [], [], []
+        for i, hooks in enumerate(self.joins):
+            xi, yi, ti = x[i], y[i], t[i]
+            for p in hooks:
+                joined = p.batch(xi, yi, ti)
+                if joined is not None:
+                    xi, yi, ti = joined
+            xs.append(xi)
+            ys.append(yi)
+            ts.append(ti)
+        if any(len(v) != len(ys[0]) for v in ys):
+            raise ContinualError(f"the seeds' joined batches differ in size ({[len(v) for v in ys]}); not batched")
+        return torch.stack(xs), torch.stack(ys), torch.stack(ts)
 
     def distill(self, q: dict, raw: Tensor, x: Tensor) -> Tensor:
         """:meth:`continual.regularizers.lwf.LwF.penalty` per seed, ``(S,)``: the old models' logits
@@ -502,7 +528,11 @@ class _Seeds:
                     x, y, t = x_all[idx], y_all[idx], t_all[idx]  # (S, B, ...)
                 else:
                     x, y, t = x_all[rows, idx], y_all[rows, idx], t_all[rows, idx]
-                B = idx.shape[1]
+                if self.joins[0]:
+                    h0 = time.perf_counter()
+                    x, y, t = self.join(x, y, t)  # (S, B + R, ...)
+                    plugin_time += time.perf_counter() - h0
+                B = y.shape[1]
                 xb = transform(x.reshape(S * B, *x.shape[2:]), train=True).reshape(S, B, *x.shape[2:])
                 raw = self.forward(xb)  # (S, B, C)
                 out = self.task_masked(raw, t)
