@@ -52,13 +52,17 @@ What a plugin must do to be batchable (in one place):
    seed's own LwF froze its copy of the seed's model, the copies' parameters are stacked, the old
    logits come from the same stacked forward (in eval mode, as the frozen copy runs) and the
    penalty is lwf.py's formula with a seed dimension (``kl_div`` per element, summed per seed and
-   divided by the batch size: ``"batchmean"``). ER's ``batch`` hook (replay, any buffer) is not
-   vectorised but delegated: each seed's own ER joins its replay samples to the seed's slice of the
-   batch (its buffer samples and, a reservoir, takes in the batch with the buffer's own generator,
-   seeded per seed: the same draws as the separate run), and the joined batches, of one size
-   for every seed, are stacked (:meth:`_Seeds.join`; S hook calls per step). ``before_step`` and
-   ``criterion`` hooks are not batched yet (A-GEM, ER-ACE, iCaRL), nor ``batch`` hooks other than
-   ER's (DER++ also adds a penalty on the replayed logits), nor ``penalty`` hooks of other kinds.
+   divided by the batch size: ``"batchmean"``). The ``batch`` hooks of ER (replay, any buffer)
+   and DER++ are not vectorised but delegated: each seed's own plugin joins its replay samples to
+   the seed's slice of the batch (its buffer samples and, a reservoir, takes in the batch with the
+   buffer's own generator, seeded per seed: the same draws as the separate run), and the joined
+   batches, of one size for every seed, are stacked (:meth:`_Seeds.join`); DER++'s penalty is
+   delegated too, each seed's plugin called on its slice of the stacked logits (it stores them in
+   its buffer and returns its MSE and CE on the replayed rows, differentiable in the stack), and
+   the task loss is the mean over the rows not ignored (the replayed rows' ``IGNORE_LABEL``), as
+   ``F.cross_entropy``'s. Delegation costs S hook calls per step. ``before_step`` and
+   ``criterion`` hooks are not batched yet (A-GEM, ER-ACE, iCaRL), nor ``batch`` or ``penalty``
+   hooks of other kinds.
    Step-level code must not draw from the global RNG (dropout, augmentation): there is one global
    RNG for N seeds during a step; a plugin's own generator, one per seed, is fine.
 2. Its experience-level hooks (``before_experience``, ``after_experience``) may do anything a
@@ -108,12 +112,13 @@ from .models import MLP, IncrementalClassifier
 from .regularizers.base import QuadraticPenalty
 from .regularizers.lwf import LwF
 from .regularizers.si import SI
-from .replay.er import ER
+from .replay.buffers import IGNORE_LABEL
+from .replay.er import ER, DERpp
 from .results import Result, by_step
 from .streams import Experience, concat
 from .trainer import Callback, Plugin
 
-BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay")
+BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay", "der++")
 BATCHABLE_HEADS = ("fixed", "incremental")
 FORWARDS = ("auto", "vmap")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
@@ -195,8 +200,8 @@ def batchable(config: RunConfig) -> str | None:
     Example:
         >>> batchable(RunConfig(strategy="ewc")) is None
         True
-        >>> batchable(RunConfig(strategy="der++"))
-        "strategy 'der++' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay)"
+        >>> batchable(RunConfig(strategy="er-ace"))
+        "strategy 'er-ace' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay, der++)"
     """
     if config.strategy not in BATCHABLE_STRATEGIES:
         return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"
@@ -250,12 +255,12 @@ class _Seeds:
             for p in plugins:
                 bad = [h for h in ("batch", "before_step", "after_step", "experience_data") if _overrides(p, h)
                        and not (h == "after_step" and type(p) is SI)  # SI's path integral: _StackedPaths
-                       and not (h == "batch" and type(p) is ER)]  # replay: each seed's own ER on its slice (join)
+                       and not (h == "batch" and type(p) in (ER, DERpp))]  # replay: each seed's own plugin on its slice (join)
                 if bad or callable(getattr(p, "criterion", None)) or getattr(p, "rebuilds_optimizer", False) \
                         or getattr(p, "skips_training", False) or getattr(p, "classifier", None):
                     raise ContinualError(f"plugin {_name(p)!r} is not batchable ({', '.join(bad) or 'it changes the loop'})")
-                if _overrides(p, "penalty") and not (isinstance(p, QuadraticPenalty) or type(p) is LwF):
-                    raise ContinualError(f"plugin {_name(p)!r} has a penalty that is not batched (only quadratic penalties and LwF)")
+                if _overrides(p, "penalty") and not (isinstance(p, QuadraticPenalty) or type(p) in (LwF, DERpp)):
+                    raise ContinualError(f"plugin {_name(p)!r} has a penalty that is not batched (only quadratic penalties, LwF, DER++)")
         params, _ = stack_module_state(self.models)  # (S, ...) each, new leaf tensors
         # A stacked weight (S, out, in) is stored column-major per seed: the weight gradient of the
         # batched product comes in that layout, so autograd accumulates it without a copy.
@@ -269,7 +274,8 @@ class _Seeds:
         self.penalties: list[dict[str, list[float]]] = [{} for _ in self.seeds]
         self.stacked: list[dict] = []  # per penalty plugin, in order: its stacked state (omega, anchor...; LwF's old parameters)
         self.joins = [[p for p in plugins if _overrides(p, "batch")] for plugins in self.plugins]  # per seed, in order
-        self.paths: list[tuple[_StackedPaths, int]] = []  # per SI plugin: its stacked path integral, its penalty's index
+        self.paths: list[tuple[_StackedPaths, int]] = []
+        self.ignores = any(type(p) is DERpp for p in self.plugins[0])  # replayed rows joined with IGNORE_LABEL  # per SI plugin: its stacked path integral, its penalty's index
         self.train_time: list[float] = []
         self.eval_time: list[float] = []
         self.plugin_time: list[float] = []
@@ -278,6 +284,7 @@ class _Seeds:
             raise ContinualError("the seeds' streams have different task masks; not batched")
         self.task_mask = task[0]
         self.layers = self._plain_mlp() if forward == "auto" else None  # the written-out forward, when it applies
+        self.stack_penalties()
 
     # ------------------------------------------------------------------ sync
     @torch.no_grad()
@@ -349,13 +356,23 @@ class _Seeds:
             return None
         return [*layers, ("linear", "head")]
 
-    def penalty(self, raw: Tensor, x: Tensor) -> list[Tensor]:
-        """Each penalty plugin's value per seed, ``(S,)``, in the plugins' order (``raw``: the
-        step's logits before the task mask, ``x``: its transformed batch)."""
-        values = []
+    def penalty(self, raw: Tensor, out: Tensor, x: Tensor, y: Tensor, t: Tensor) -> list[Tensor | None]:
+        """Each penalty plugin's value per seed, ``(S,)``, in the plugins' order; ``None`` for one
+        with nothing consolidated yet (``raw``: the step's logits before the task mask, ``out``:
+        after it, ``x``: its transformed batch, ``y``, ``t``: its labels and task ids)."""
+        values: list[Tensor | None] = []
         for q in self.stacked:
+            if q["kind"] == "none":
+                values.append(None)
+                continue
             if q["kind"] == "lwf":  # LwF: the distillation of the step's batch
                 values.append(self.distill(q, raw, x))
+                continue
+            if q["kind"] == "delegate":  # DER++: each seed's own plugin on its slice (it also fills its buffer)
+                own = [p.penalty(m, x=x[i], y=y[i], t=t[i], out=out[i]) for i, (p, m) in enumerate(zip(q["plugins"], self.models))]
+                if any(v is None for v in own) and not all(v is None for v in own):
+                    raise ContinualError(f"plugin {q['plugin']!r} gave a penalty for some seeds only; not batched")
+                values.append(None if own[0] is None else torch.stack(own))
                 continue
             names = q["names"]
             lows = [q[f"low.{n}"] for n in names] if names and f"low.{names[0]}" in q else None
@@ -412,6 +429,12 @@ class _Seeds:
         kinds = [[p for p in plugins if _overrides(p, "penalty")] for plugins in self.plugins]
         for j, first in enumerate(kinds[0]):
             ps = [k[j] for k in kinds]
+            if type(first) is DERpp:
+                self.stacked.append({"plugin": _name(first), "kind": "delegate", "plugins": ps})
+                continue
+            if (type(first) is LwF and first.old_model is None) or (type(first) is not LwF and not first.importances):
+                self.stacked.append({"plugin": _name(first), "kind": "none"})  # nothing consolidated yet: no penalty
+                continue
             if type(first) is LwF:
                 if any(p.groups != first.groups or p.alpha != first.alpha or p.temperature != first.temperature for p in ps):
                     raise ContinualError("the seeds' LwF plugins have different classes or settings; not batched")
@@ -536,13 +559,18 @@ class _Seeds:
                 xb = transform(x.reshape(S * B, *x.shape[2:]), train=True).reshape(S, B, *x.shape[2:])
                 raw = self.forward(xb)  # (S, B, C)
                 out = self.task_masked(raw, t)
-                task = F.cross_entropy(out.reshape(S * B, -1), y.reshape(-1), reduction="none").view(S, B).mean(1)  # (S,)
+                ce = F.cross_entropy(out.reshape(S * B, -1), y.reshape(-1), reduction="none").view(S, B)  # (S, B)
+                if self.ignores:  # the mean over the rows not ignored, as F.cross_entropy's
+                    task = ce.sum(1) / (y != IGNORE_LABEL).sum(1)  # (S,)
+                else:
+                    task = ce.mean(1)  # (S,)
                 loss = task
                 if self.stacked:
                     h0 = time.perf_counter()
-                    for q, value in zip(self.stacked, self.penalty(raw, xb)):
-                        loss = loss + value
-                        sums[q["plugin"]] += value.detach()
+                    for q, value in zip(self.stacked, self.penalty(raw, out, xb, y, t)):
+                        if value is not None:
+                            loss = loss + value
+                            sums[q["plugin"]] += value.detach()
                     plugin_time += time.perf_counter() - h0
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()  # seed i's slice of each gradient is seed i's own gradient
@@ -550,7 +578,7 @@ class _Seeds:
                 if self.paths:
                     h0 = time.perf_counter()
                     for paths, j in self.paths:
-                        paths.after_step(self.params, self.stacked[j] if j < len(self.stacked) else None)
+                        paths.after_step(self.params, self.stacked[j])
                     plugin_time += time.perf_counter() - h0
                 loss_sum += loss.detach()
                 if on_step is not None:
