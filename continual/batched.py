@@ -118,7 +118,8 @@ from .results import Result, by_step
 from .streams import Experience, concat
 from .trainer import Callback, Plugin
 
-BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay", "der++")
+BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay", "der++",
+                        "ewc+replay")
 BATCHABLE_HEADS = ("fixed", "incremental")
 FORWARDS = ("auto", "vmap")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
@@ -201,7 +202,7 @@ def batchable(config: RunConfig) -> str | None:
         >>> batchable(RunConfig(strategy="ewc")) is None
         True
         >>> batchable(RunConfig(strategy="er-ace"))
-        "strategy 'er-ace' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay, der++)"
+        "strategy 'er-ace' is not batched yet (batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay, der++, ewc+replay)"
     """
     if config.strategy not in BATCHABLE_STRATEGIES:
         return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"

@@ -272,5 +272,5 @@ def test_the_cli_trains_seeds_together_on_request_and_falls_back_in_one_line(tmp
                  "--out", str(tmp_path / "der")]) == 0
     err = capsys.readouterr().err.strip()
     assert err == ("continual: training the seeds one at a time: strategy 'er-ace' is not batched yet "
-                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay, der++)")
+                   "(batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay, der++, ewc+replay)")
     assert len(list((tmp_path / "der").glob("*.json"))) == 2
