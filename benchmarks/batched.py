@@ -13,16 +13,7 @@ the separate runs' (within one test prediction per entry) before any time is pri
     python benchmarks/batched.py --repeats 1              # a quick check that it works
     python benchmarks/batched.py --hidden 100,100         # a smaller MLP, where per-step overhead dominates
 
-Figures (2026-12-02, AMD EPYC, 2 cores shared with other long runs (load average 1.7-1.8),
-torch 2.14.1 on CPU, 1 thread, ``--repeats 1``: single measurements on a loaded machine, not
-medians), training time as a multiple of one seed's:
-
-| model | strategy | one seed | 5 one after another | 5 batched |
-|---|---|---|---|---|
-| MLP 64-400-400-10 | finetune | 0.57 s | 4.33x | 4.65x |
-| MLP 64-400-400-10 | ewc | 1.10 s | 4.83x | 4.15x |
-| MLP 64-100-100-10 | finetune | 0.27 s | 4.95x | 2.00x |
-| MLP 64-100-100-10 | ewc | 0.37 s | 5.14x | 3.08x |
+Figures: benchmarks/README.md ("Seeds trained together").
 
 Why the 400-wide MLP does not gain on one CPU thread: its step is bound by the matrix products
 (forward and backward of 5 seeds, measured alone: 4.6-6.2 ms against 0.93-1.0 ms for one seed;

@@ -84,12 +84,12 @@ Deviations from N separate runs:
 - The global RNG state of the caller is restored at the end (a separate run leaves it seeded).
 - No checkpoints or resume yet; callbacks see every seed's mean loss per epoch at once.
 
-Speed (``benchmarks/batched.py``): on one CPU thread the step of the MLP 64-400-400-10 at batch
-32 is bound by its matrix products (a batched product over 5 seeds costs what 5 separate ones
-cost), so batching saves only the per-step overhead: 5 seeds batched train in about 4.2-4.7x one
-seed's time (one after another: 4.3-4.8x); with hidden widths 100 the overhead dominates and 5
-seeds take 2.0x (finetune) to 3.1x (EWC, whose Fisher is still estimated seed by seed). The
-issue's target (<= 2x for 5 seeds) is for a device with parallel width to spare (GPU).
+Speed (``benchmarks/batched.py``, figures in benchmarks/README.md): on one CPU thread the step of
+the MLP 64-400-400-10 at batch 32 is bound by its matrix products (a batched product over 5 seeds
+costs what 5 separate ones cost), so batching saves only the per-step overhead: 5 seeds batched
+train in 4.4x (finetune) and 4.5x (EWC) one seed's time, against 4.7-4.9x one after another;
+replay, which calls each seed's buffer in turn, in 5.9x (5.6x). The issue's target (<= 2x for 5
+seeds) is for a device with parallel width to spare (GPU).
 """
 
 from __future__ import annotations
