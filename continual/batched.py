@@ -82,7 +82,19 @@ Deviations from N separate runs:
 - ``timings`` of every seed's result are those of the whole batch (``extra["batched"]`` says so).
 - A loss that diverges in any seed stops the whole batch (the error names the seed).
 - The global RNG state of the caller is restored at the end (a separate run leaves it seeded).
-- No checkpoints or resume yet; callbacks see every seed's mean loss per epoch at once.
+- Callbacks see every seed's mean loss per epoch at once.
+
+Checkpoints and resume (``checkpoint_dir``): after each experience one checkpoint holds every
+seed (:func:`save_batched_checkpoint`: written atomically with a checksum, the last two kept):
+the stacked parameters and buffers, the stacked optimizer's state, each seed's generators, global
+RNG state, plugin states (its own plugin objects' ``state_dict``, as the trainer collects them)
+and penalties, the accuracy matrices and random-init rows, the timings and wall time so far, the
+configuration and the seeds. The stacked per-step state (quadratic penalties' tensors, LwF's
+stacked old parameters, SI's path: held by each seed's plugin between experiences) is rebuilt
+from the plugin states on load. A run started again with the same configuration and seeds
+resumes after the newest valid checkpoint (a corrupt one, or one of another configuration or
+other seeds, is reported and passed over, :func:`load_batched_checkpoint`), ending with exactly
+the results of an uninterrupted batched run on CPU (tested for finetune, EWC, SI, LwF, replay).
 
 Speed (``benchmarks/batched.py``, figures in benchmarks/README.md): on one CPU thread the step of
 the MLP 64-400-400-10 at batch 32 is bound by its matrix products (a batched product over 5 seeds
@@ -98,14 +110,16 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
 from .errors import ContinualError
-from .experiment import Built, RunConfig, build, environment
+from .experiment import Built, RunConfig, _config_text, build, environment
 from .ledger import memory_ledger, provenance
 from .metrics import AccuracyMatrix, summary
 from .models import MLP, IncrementalClassifier
@@ -114,9 +128,10 @@ from .regularizers.lwf import LwF
 from .regularizers.si import SI
 from .replay.buffers import IGNORE_LABEL
 from .replay.er import ER, DERpp
+from .files import atomic_torch_save
 from .results import Result, by_step
 from .streams import Experience, concat
-from .trainer import Callback, Plugin
+from .trainer import Callback, Plugin, load_plugin_state
 
 BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay", "der++",
                         "ewc+replay")
@@ -286,6 +301,91 @@ class _Seeds:
             raise ContinualError("the seeds' streams have different task masks; not batched")
         self.task_mask = task[0]
         self.layers = self._plain_mlp() if forward == "auto" else None  # the written-out forward, when it applies
+        self.stack_penalties()
+
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict:
+        """Everything a resume between experiences needs (besides the matrices and the wall time):
+        the stacked parameters and persistent buffers, the stacked optimizer's state, and per seed
+        its trainer's generators, its global RNG state, its plugins' states (as the trainer's
+        :meth:`~continual.trainer.Trainer.state_dict` collects them) and its penalties; the
+        timings. The stacked per-step state (penalty tensors, LwF's old parameters, SI's path:
+        empty between experiences) is rebuilt from the plugin states on load."""
+        self.to_models()
+        names = set(self.params)
+        buffers = [{k: v for k, v in m.state_dict().items() if k not in names} for m in self.models]
+        return {
+            "params": {k: v.detach() for k, v in self.params.items()},
+            "buffers": {k: torch.stack([b[k] for b in buffers]) for k in buffers[0]},
+            "optimizer": self.optimizer.state_dict(),
+            "per_seed": [{
+                "generator": built.trainer.generator.get_state(),
+                "augment_generator": built.trainer.augment_generator.get_state(),
+                "torch_rng": rng,
+                "plugins": [p.state_dict() if callable(getattr(p, "state_dict", None)) else None for p in plugins],
+                "penalties": {k: list(v) for k, v in penalties.items()},
+            } for built, rng, plugins, penalties in zip(self.builts, self.rng, self.plugins, self.penalties)],
+            "timings": {"train": list(self.train_time), "eval": list(self.eval_time), "plugins": list(self.plugin_time)},
+        }
+
+    def state_problem(self, state: dict) -> str | None:
+        """What makes ``state`` (a checksummed :meth:`state_dict` of this configuration) unusable here, or ``None``."""
+        params, buffers = state.get("params"), state.get("buffers")
+        if not (isinstance(params, dict) and set(params) == set(self.params)
+                and all(isinstance(v, Tensor) and v.shape == self.params[k].shape for k, v in params.items())):
+            return "stacked parameters of other names or shapes"
+        own = {k: v for k, v in self.models[0].state_dict().items() if k not in self.params}
+        if not (isinstance(buffers, dict) and set(buffers) == set(own)
+                and all(isinstance(v, Tensor) and v.shape == (len(self.seeds), *own[k].shape) for k, v in buffers.items())):
+            return "stacked buffers of other names or shapes"
+        opt = state.get("optimizer")
+        if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+            return "no optimizer state dict"
+        seeds = state.get("per_seed")
+        if not (isinstance(seeds, list) and len(seeds) == len(self.seeds)):
+            return "not one state per seed"
+        gen = self.trainer0.generator.get_state().numel()
+        for s in seeds:
+            if not isinstance(s, dict):
+                return "a seed's state that is not a dict"
+            for key, size in (("generator", gen), ("augment_generator", None), ("torch_rng", torch.get_rng_state().numel())):
+                v = s.get(key)
+                if not (isinstance(v, Tensor) and v.dtype == torch.uint8 and v.dim() == 1 and (size is None or v.numel() == size)):
+                    return f"no {key!r} of the right size in a seed's state"
+            if not (isinstance(s.get("plugins"), list) and len(s["plugins"]) == len(self.plugins[0])):
+                return f"a seed's plugin states are not {len(self.plugins[0])}"
+            if not (isinstance(s.get("penalties"), dict) and all(isinstance(v, list) for v in s["penalties"].values())):
+                return "a seed's penalties that are not lists"
+        timings = state.get("timings")
+        if not (isinstance(timings, dict) and set(timings) == {"train", "eval", "plugins"}
+                and all(isinstance(v, list) for v in timings.values())):
+            return "no timings"
+        return None
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`: each seed's plugins first (a grown head regrows), then its
+        module from its slices of the stack, then the stack, the optimizer, the generators and
+        the RNG states; the stacked penalty state is rebuilt from the plugins."""
+        for i, (built, model, plugins, s) in enumerate(zip(self.builts, self.models, self.plugins, state["per_seed"])):
+            for plugin, plugin_state in zip(plugins, s["plugins"]):
+                if plugin_state is not None:
+                    load_plugin_state(plugin, plugin_state, model)
+            model.load_state_dict({**{k: v[i] for k, v in state["params"].items()},
+                                   **{k: v[i] for k, v in state["buffers"].items()}})
+            for head in model.modules():
+                if isinstance(head, IncrementalClassifier):
+                    head.take_changes()  # the regrowth's rows are restored, with their optimizer state
+            built.trainer.generator.set_state(s["generator"])
+            built.trainer.augment_generator.set_state(s["augment_generator"])
+            self.rng[i] = s["torch_rng"].clone()
+            self.penalties[i] = {k: list(v) for k, v in s["penalties"].items()}
+        for k, v in state["params"].items():
+            self.params[k].copy_(v)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_time = list(state["timings"]["train"])
+        self.eval_time = list(state["timings"]["eval"])
+        self.plugin_time = list(state["timings"]["plugins"])
         self.stack_penalties()
 
     # ------------------------------------------------------------------ sync
@@ -650,6 +750,8 @@ def run_batched(
     callbacks: Sequence[Callback] = (),
     on_step: StepHook | None = None,
     forward: str = "auto",
+    checkpoint_dir: str | Path | None = None,
+    on_problem: Callable[[str], None] | None = None,
 ) -> list[Result]:
     """Train the seeds of ``config`` together; return each seed's :class:`Result`, in ``seeds``' order.
 
@@ -667,6 +769,13 @@ def run_batched(
         forward: ``"auto"``: a plain MLP's forward written out as one batched product per layer,
             any other model through ``functional_call`` under ``vmap``; ``"vmap"``: always the
             latter (the same numbers to rounding; for comparison).
+        checkpoint_dir: if given, a checkpoint of every seed is written there after each
+            experience (:func:`save_batched_checkpoint`, the last two kept), and a run started
+            again with the same configuration and seeds resumes after the newest valid one, ending
+            with the same results as an uninterrupted batched run on CPU. Locking the folder and
+            removing it once the results are saved are the caller's part (``continual run`` does).
+        on_problem: receives a message for each checkpoint that could not be used (corrupt, of
+            another configuration or other seeds...), passed over for the one before it.
 
     Raises:
         ContinualError: with :func:`batchable`'s reason for a configuration it cannot batch,
@@ -682,34 +791,131 @@ def run_batched(
         raise ContinualError(f"seeds={seeds} must be at least one seed, each once")
     caller_rng = torch.get_rng_state()
     try:
-        return _run(config, seeds, callbacks, on_step, forward)
+        return _run(config, seeds, callbacks, on_step, forward, checkpoint_dir, on_problem)
     finally:
         torch.set_rng_state(caller_rng)
 
 
-def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_step: StepHook | None, forward: str) -> list[Result]:
+CHECKPOINT_FORMAT = "continual.batched-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_batched_checkpoint(folder: Path, index: int, b: _Seeds, mats: list[AccuracyMatrix], wall: float) -> Path:
+    """Write the state of every seed after experience ``index`` atomically, with the SHA-256 digest
+    of its content inside (as :func:`continual.experiment.save_checkpoint`), and keep only this
+    checkpoint and the one before it.
+
+    It holds the configuration (the first seed's, resolved) and the seeds, the accuracy matrices
+    so far ``(S, T, T)`` and the random-init rows ``(S, T)``, the wall time so far, and
+    :meth:`_Seeds.state_dict`: the stacked parameters and buffers, the stacked optimizer's state,
+    each seed's generators, global RNG state, plugin states and penalties, and the timings."""
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": _config_text(b.builts[0].config),
+        "seeds": list(b.seeds), "index": index,
+        "acc_matrix": torch.from_numpy(np.stack([m.values for m in mats])),
+        "random_init": torch.from_numpy(np.stack([m.random_init for m in mats])),
+        "wall": wall, "seeds_state": b.state_dict(),
+    }
+    path = atomic_torch_save(state, folder / f"batched-checkpoint-{index:04d}.pt", checksum=True)
+    for old in sorted(folder.glob("batched-checkpoint-*.pt"))[:-2]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _checkpoint_problem(state: dict, b: _Seeds, T: int) -> str | None:
+    S = len(b.seeds)
+    acc, init, index = state.get("acc_matrix"), state.get("random_init"), state.get("index")
+    if not (isinstance(acc, Tensor) and acc.shape == (S, T, T)):
+        return f"no accuracy matrices of shape ({S}, {T}, {T})"
+    if not (isinstance(init, Tensor) and init.shape == (S, T)):
+        return f"no random-init rows of shape ({S}, {T})"
+    if not (isinstance(index, int) and not isinstance(index, bool) and 0 <= index < T):
+        return "no valid 'index'"
+    if not isinstance(state.get("wall"), (int, float)) or isinstance(state.get("wall"), bool):
+        return "no 'wall' time"
+    if not isinstance(state.get("seeds_state"), dict):
+        return "no seeds' state"
+    return b.state_problem(state["seeds_state"])
+
+
+def load_batched_checkpoint(folder: Path, b: _Seeds, on_problem: Callable[[str], None] | None = None) -> dict | None:
+    """The newest valid checkpoint in ``folder`` for ``b``'s configuration and seeds, or ``None``.
+
+    As :func:`continual.experiment.load_checkpoint`: a checkpoint is used only if it loads
+    (``weights_only=True``), its checksum matches, it was written by this version for this
+    configuration and these seeds, and it holds every entry a resume needs, sized for these
+    seeds; any other is reported through ``on_problem`` and passed over for the one before it."""
+    from .files import checksum_problem
+
+    T = len(b.streams[0])
+    for path in sorted(folder.glob("batched-checkpoint-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError("not a continual batched checkpoint")
+        except Exception as exc:  # unpickling errors of every kind: the file is unusable
+            if on_problem:
+                on_problem(f"{path}: unreadable checkpoint ({type(exc).__name__}), using the one before")
+            continue
+        problem = checksum_problem(state)
+        if problem and problem != "no checksum":
+            problem = "checksum mismatch (the file changed after it was written)"
+        elif state.get("version") != CHECKPOINT_VERSION:
+            problem = (f"written by another version of continual (batched checkpoint version {state.get('version')!r}, "
+                       f"expected {CHECKPOINT_VERSION})")
+        elif state.get("config") != _config_text(b.builts[0].config) or state.get("seeds") != b.seeds:
+            if on_problem:
+                on_problem(f"{path}: written for another configuration or other seeds, ignored")
+            continue
+        else:
+            problem = _checkpoint_problem(state, b, T)
+            problem = problem and f"incomplete checkpoint ({problem})"
+        if problem:
+            if on_problem:
+                on_problem(f"{path}: {problem}, using the one before")
+            continue
+        return state
+    return None
+
+
+def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_step: StepHook | None, forward: str,
+         checkpoint_dir: str | Path | None = None, on_problem: Callable[[str], None] | None = None) -> list[Result]:
     wall0 = time.perf_counter()
     b = _Seeds(config, seeds, forward=forward)
     S, T = len(seeds), len(b.streams[0])
     schedule = b.builts[0].strategy.schedule
-    mats = [AccuracyMatrix(T) for _ in seeds]
-    for m, row in zip(mats, b.evaluate()):
-        m.set_random_init(row)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    state = load_batched_checkpoint(folder, b, on_problem) if folder is not None else None
+    wall_before, start = 0.0, 0
+    if state is not None:
+        b.load_state_dict(state["seeds_state"])
+        mats = [AccuracyMatrix.from_rows(a.numpy(), r.numpy()) for a, r in zip(state["acc_matrix"], state["random_init"])]
+        wall_before, start = float(state["wall"]), state["index"] + 1
+    else:
+        mats = [AccuracyMatrix(T) for _ in seeds]
+        for m, row in zip(mats, b.evaluate()):
+            m.set_random_init(row)
+
+    def checkpoint(index: int) -> None:
+        if folder is not None:
+            save_batched_checkpoint(folder, index, b, mats, wall_before + time.perf_counter() - wall0)
 
     def emit(event: str, **info) -> None:
         for cb in callbacks:
             cb(event, info)
 
     if schedule == "joint":
-        emit("experience_start", index=0, num_experiences=1)
-        b.fit([concat(list(stream), index=0) for stream in b.streams], on_step, callbacks)
-        rows = b.evaluate_timed()
-        for m, row in zip(mats, rows):
-            for i in range(T):
-                m.set_row(i, row)
-        emit("experience_end", index=0, num_experiences=1, rows=rows)
+        if state is None:  # a joint run's one checkpoint is written when it is done
+            emit("experience_start", index=0, num_experiences=1)
+            b.fit([concat(list(stream), index=0) for stream in b.streams], on_step, callbacks)
+            rows = b.evaluate_timed()
+            for m, row in zip(mats, rows):
+                for i in range(T):
+                    m.set_row(i, row)
+            emit("experience_end", index=0, num_experiences=1, rows=rows)
+            checkpoint(T - 1)
     else:
-        for i in range(T):
+        for i in range(start, T):
             emit("experience_start", index=i, num_experiences=T)
             exps = [concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else stream[i] for stream in b.streams]
             b.fit(exps, on_step, callbacks)
@@ -717,8 +923,9 @@ def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_
             for m, row in zip(mats, rows):
                 m.set_row(i, row)
             emit("experience_end", index=i, num_experiences=T, rows=rows)
+            checkpoint(i)
     b.to_models()
-    wall = time.perf_counter() - wall0
+    wall = wall_before + time.perf_counter() - wall0
     results = []
     for i, built in enumerate(b.builts):
         cfg, acc, plugins, stream = built.config, mats[i], b.plugins[i], b.streams[i]
@@ -730,6 +937,8 @@ def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_
         extra["memory"] = memory_ledger(built.model, plugins)
         extra["by_step"] = by_step(acc.values, test_sizes)
         extra["batched"] = {"seeds": S, "timings": f"of the {S} seeds trained together"}
+        if state is not None:
+            extra["resumed"] = True
         env = environment(b.device)
         results.append(Result(
             config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),
@@ -742,4 +951,4 @@ def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_
     return results
 
 
-__all__ = ["BATCHABLE_STRATEGIES", "batchable", "run_batched"]
+__all__ = ["BATCHABLE_STRATEGIES", "batchable", "load_batched_checkpoint", "run_batched", "save_batched_checkpoint"]

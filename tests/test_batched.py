@@ -274,3 +274,123 @@ def test_the_cli_trains_seeds_together_on_request_and_falls_back_in_one_line(tmp
     assert err == ("continual: training the seeds one at a time: strategy 'er-ace' is not batched yet "
                    "(batched: finetune, joint, cumulative, l2, ewc, online-ewc, mas, si, lwf, replay, der++, ewc+replay)")
     assert len(list((tmp_path / "der").glob("*.json"))) == 2
+
+
+class _Crash(Exception):
+    pass
+
+
+def _whole_and_resumed(config: RunConfig, seeds: list[int], folder, *, crash_at: int = 2, mid_step: int | None = None,
+                       problems: list | None = None, started: list | None = None):
+    """The results of ``config``'s seeds trained batched without a break, and of the same batched
+    run killed (an exception from a callback at the start of experience ``crash_at``, after the
+    checkpoint of the one before; or from ``on_step`` at step ``mid_step`` of the whole run, in
+    the middle of an experience) and started again in ``folder``, as a restarted process would."""
+    whole = run_batched(config, seeds)
+
+    def crash(event, info):
+        if event == "experience_start" and info["index"] == crash_at:
+            raise _Crash
+
+    steps = [0]
+
+    def crash_step(losses):
+        steps[0] += 1
+        if steps[0] == mid_step:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        if mid_step is None:
+            run_batched(config, seeds, callbacks=[crash], checkpoint_dir=folder)
+        else:
+            run_batched(config, seeds, on_step=crash_step, checkpoint_dir=folder)
+    def start(event, info):
+        if event == "experience_start" and started is not None:
+            started.append(info["index"])
+
+    return whole, run_batched(config, seeds, checkpoint_dir=folder, callbacks=[start],
+                              on_problem=(problems.append if problems is not None else None))
+
+
+def _assert_same_results(resumed, whole, *, was_resumed: bool = True) -> None:
+    """Exactly the uninterrupted batched run's results, timings aside (as tests/test_resume.py's assert_same_run)."""
+    assert [r.seed for r in resumed] == [r.seed for r in whole]
+    for r, w in zip(resumed, whole):
+        assert r.acc_matrix == w.acc_matrix and r.random_init == w.random_init and r.metrics == w.metrics
+        assert r.penalties == w.penalties and r.config == w.config and r.test_sizes == w.test_sizes
+        assert {k: v for k, v in r.extra.items() if k != "resumed"} == w.extra
+        assert r.extra.get("resumed", False) is was_resumed
+
+
+@pytest.mark.parametrize("strategy, settings", [
+    ("finetune", {"momentum": 0.9}),  # the stacked optimizer's momentum, the incremental head's rows drawn per seed
+    ("ewc", {"optimizer": "adam", "lr": 0.001}),  # Adam's moments and step counts; the stacked importances and anchors
+    ("si", {}),  # the path integral, its start and prev, in each seed's plugin between experiences
+    ("lwf", {}),  # each seed's frozen copy, stacked again on load
+    ("replay", {"params": {"mem": 100}}),  # each seed's buffer and its generator (a reservoir that replaces samples)
+])
+def test_a_killed_batched_run_resumes_to_the_identical_results(strategy, settings, tmp_path):
+    config = RunConfig(benchmark="split-digits", strategy=strategy, epochs=1, num_experiences=4, device="cpu", **settings)
+    started: list[int] = []
+    whole, resumed = _whole_and_resumed(config, [0, 1], tmp_path / "checkpoints", started=started)
+    assert started == [2, 3]
+    _assert_same_results(resumed, whole)
+    assert not np.array_equal(whole[0].acc_matrix, whole[1].acc_matrix)
+
+
+def test_a_batched_run_killed_mid_experience_redoes_it_from_the_checkpoint_before(tmp_path):
+    """Killed by ``on_step`` at step 30 of the run, in the third experience (split-digits in 4
+    experiences at batch 32: 11-12 steps each); the restart trains the third again from the
+    second's checkpoint."""
+    config = RunConfig(benchmark="split-digits", strategy="ewc", epochs=1, num_experiences=4, momentum=0.9, device="cpu")
+    folder = tmp_path / "checkpoints"
+    started: list[int] = []
+    whole, resumed = _whole_and_resumed(config, [2, 3], folder, mid_step=30, started=started)
+    assert started == [2, 3]
+    _assert_same_results(resumed, whole)
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["batched-checkpoint-0002.pt", "batched-checkpoint-0003.pt"]
+
+
+def test_joint_and_cumulative_resume(tmp_path):
+    """Joint trains once (its one checkpoint is the finished run: a restart trains nothing);
+    cumulative trains on the experiences so far."""
+    joint = RunConfig(strategy="joint", epochs=1, num_experiences=3, device="cpu")
+    whole = run_batched(joint, [0, 1], checkpoint_dir=tmp_path / "joint")
+    again = run_batched(joint, [0, 1], checkpoint_dir=tmp_path / "joint", callbacks=[lambda e, i: pytest.fail(f"trained: {e}")])
+    _assert_same_results(again, whole)
+    cumulative = RunConfig(strategy="cumulative", epochs=1, num_experiences=3, device="cpu")
+    whole, resumed = _whole_and_resumed(cumulative, [0, 1], tmp_path / "cumulative", crash_at=1)
+    _assert_same_results(resumed, whole)
+
+
+def test_corrupt_and_foreign_batched_checkpoints_are_reported_and_passed_over(tmp_path):
+    """The newest checkpoint corrupted: reported, the one before used (the run repeats one more
+    experience, to the same results); checkpoints of other seeds or another configuration in the
+    folder: reported, never used."""
+    config = RunConfig(benchmark="split-digits", strategy="si", epochs=1, num_experiences=4, device="cpu")
+    folder = tmp_path / "checkpoints"
+    whole = run_batched(config, [0, 1])
+
+    def crash(event, info):
+        if event == "experience_start" and info["index"] == 3:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        run_batched(config, [0, 1], callbacks=[crash], checkpoint_dir=folder)
+    newest = folder / "batched-checkpoint-0002.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped in the middle
+    newest.write_bytes(bytes(data))
+    problems: list[str] = []
+    started: list[int] = []
+    resumed = run_batched(config, [0, 1], checkpoint_dir=folder, on_problem=problems.append,
+                          callbacks=[lambda e, i: started.append(i["index"]) if e == "experience_start" else None])
+    assert len(problems) == 1 and "batched-checkpoint-0002.pt" in problems[0] and "using the one before" in problems[0]
+    assert started == [2, 3]  # resumed after experience 1
+    _assert_same_results(resumed, whole)
+
+    for other, seeds in ((config, [0, 2]), (dataclasses.replace(config, lr=0.05), [0, 1])):
+        problems = []
+        results = run_batched(other, seeds, checkpoint_dir=folder, on_problem=problems.append)
+        assert problems and all("another configuration or other seeds, ignored" in p for p in problems)
+        assert all("resumed" not in r.extra for r in results)
