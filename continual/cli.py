@@ -198,11 +198,18 @@ def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, requir
     ``--batched auto`` batches on a CUDA device only: on a CPU the step of the MLPs here is bound
     by its matrix products, so 5 seeds batched cost what 5 runs cost (``benchmarks/batched.py``).
     ``--batched on`` batches wherever it can; a configuration it cannot batch says why in one
-    line and trains one seed at a time. Batched runs write no checkpoints yet: a killed batched
-    run starts again.
+    line and trains one seed at a time.
+
+    The seeds checkpoint together after every experience under
+    ``out/.checkpoints/<first seed's result name>-batched<N>``; the same command started again
+    after a crash resumes there (to the same results). The folder is locked while the run uses it
+    (as :func:`_run_many` locks each run's) and removed once every seed's result is saved.
     """
+    import shutil
+
     from .batched import batchable, run_batched
     from .experiment import choose_threads, resolve_device, set_threads
+    from .files import FolderLock, remove_temporaries
     from .results import save_result
 
     resolved = configs[0].resolve()
@@ -218,10 +225,23 @@ def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, requir
     set_threads(choose_threads(resolved.model, requested=threads))
     if not quiet:
         print(f"continual: training seeds {configs[0].seed}..{configs[-1].seed} together (batched)", file=sys.stderr)
-    results = run_batched(configs[0], [c.seed for c in configs])
+    checkpoints = out / ".checkpoints" / f"{names[0]}-batched{len(configs)}"
+    try:
+        with FolderLock(checkpoints, what=f"batched run {checkpoints.name}"):
+            remove_temporaries(checkpoints)
+            remove_temporaries(out, tuple(f"{name}.json" for name in names))
+            results = run_batched(configs[0], [c.seed for c in configs], checkpoint_dir=checkpoints,
+                                  on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
+            for name, result in zip(names, results):
+                save_result(result, out / f"{name}.json")
+            shutil.rmtree(checkpoints, ignore_errors=True)
+    finally:
+        try:
+            checkpoints.parent.rmdir()  # only if empty (another run may be using it)
+        except OSError:
+            pass
     for name, result in zip(names, results):
         path = out / f"{name}.json"
-        save_result(result, path)
         if not quiet:
             m = result.metrics
             print(f"{result.label:<14} seed {result.seed}: final acc {100 * m['final_average_accuracy']:5.1f}%  "
@@ -515,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
     p.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
                    help="train the seeds together in one process: auto (on CUDA only: on a CPU it does not pay, "
-                        "benchmarks/batched.py), on, off; strategies it cannot batch train one seed at a time")
+                        "benchmarks/batched.py), on, off; strategies it cannot batch train one seed at a time. "
+                        "The seeds checkpoint together after each experience and a restarted command resumes them")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: the benchmark's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the benchmark's)")

@@ -394,3 +394,46 @@ def test_corrupt_and_foreign_batched_checkpoints_are_reported_and_passed_over(tm
         results = run_batched(other, seeds, checkpoint_dir=folder, on_problem=problems.append)
         assert problems and all("another configuration or other seeds, ignored" in p for p in problems)
         assert all("resumed" not in r.extra for r in results)
+
+
+def test_the_cli_resumes_a_batched_run_killed_with_sigkill(tmp_path):
+    """`continual run --seeds 2 --batched on` killed (SIGKILL) after the second experience's
+    checkpoint, then the same command again: it resumes from the seeds' checkpoint folder, removes
+    it once both results are saved, and every seed's file has the uninterrupted command's matrices."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from continual.cli import result_name
+
+    args = ["run", "--seeds", "2", "--batched", "on", "--epochs", "20", "--num-experiences", "4", "--momentum", "0.9",
+            "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def command(out: str) -> list[str]:
+        return [sys.executable, "-m", "continual.cli", *args, "--out", out]
+
+    names = [result_name(RunConfig(epochs=20, num_experiences=4, momentum=0.9, device="cpu", seed=s).resolve()) for s in (0, 1)]
+    folder = tmp_path / "killed" / ".checkpoints" / f"{names[0]}-batched2"
+    proc = subprocess.Popen(command("killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (folder / "batched-checkpoint-0001.pt").exists():  # experiences 0 and 1 done: now in the third
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.005)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not any((tmp_path / "killed" / f"{n}.json").exists() for n in names)
+    subprocess.run(command("killed"), cwd=tmp_path, env=env, check=True, capture_output=True)  # the same command: resumes
+    assert not folder.exists() and not (tmp_path / "killed" / ".checkpoints").exists()
+    subprocess.run(command("whole"), cwd=tmp_path, env=env, check=True, capture_output=True)
+    for n in names:
+        resumed = json.loads((tmp_path / "killed" / f"{n}.json").read_text())
+        whole = json.loads((tmp_path / "whole" / f"{n}.json").read_text())
+        assert resumed["extra"]["resumed"] is True and "resumed" not in whole["extra"]
+        assert resumed["acc_matrix"] == whole["acc_matrix"] and resumed["random_init"] == whole["random_init"]
+        assert resumed["penalties"] == whole["penalties"]
