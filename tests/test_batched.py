@@ -328,6 +328,7 @@ def _assert_same_results(resumed, whole, *, was_resumed: bool = True) -> None:
     ("si", {}),  # the path integral, its start and prev, in each seed's plugin between experiences
     ("lwf", {}),  # each seed's frozen copy, stacked again on load
     ("replay", {"params": {"mem": 100}}),  # each seed's buffer and its generator (a reservoir that replaces samples)
+    ("der++", {"params": {"mem": 100}}),  # the buffer's stored logits
 ])
 def test_a_killed_batched_run_resumes_to_the_identical_results(strategy, settings, tmp_path):
     config = RunConfig(benchmark="split-digits", strategy=strategy, epochs=1, num_experiences=4, device="cpu", **settings)
