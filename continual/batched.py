@@ -841,41 +841,18 @@ def _checkpoint_problem(state: dict, b: _Seeds, T: int) -> str | None:
 def load_batched_checkpoint(folder: Path, b: _Seeds, on_problem: Callable[[str], None] | None = None) -> dict | None:
     """The newest valid checkpoint in ``folder`` for ``b``'s configuration and seeds, or ``None``.
 
-    As :func:`continual.experiment.load_checkpoint`: a checkpoint is used only if it loads
+    As :func:`continual.experiment.load_checkpoint` (the same scan,
+    :func:`continual.experiment.newest_checkpoint`): a checkpoint is used only if it loads
     (``weights_only=True``), its checksum matches, it was written by this version for this
     configuration and these seeds, and it holds every entry a resume needs, sized for these
     seeds; any other is reported through ``on_problem`` and passed over for the one before it."""
-    from .files import checksum_problem
+    from .experiment import newest_checkpoint
 
     T = len(b.streams[0])
-    for path in sorted(folder.glob("batched-checkpoint-*.pt"), reverse=True):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError("not a continual batched checkpoint")
-        except Exception as exc:  # unpickling errors of every kind: the file is unusable
-            if on_problem:
-                on_problem(f"{path}: unreadable checkpoint ({type(exc).__name__}), using the one before")
-            continue
-        problem = checksum_problem(state)
-        if problem and problem != "no checksum":
-            problem = "checksum mismatch (the file changed after it was written)"
-        elif state.get("version") != CHECKPOINT_VERSION:
-            problem = (f"written by another version of continual (batched checkpoint version {state.get('version')!r}, "
-                       f"expected {CHECKPOINT_VERSION})")
-        elif state.get("config") != _config_text(b.builts[0].config) or state.get("seeds") != b.seeds:
-            if on_problem:
-                on_problem(f"{path}: written for another configuration or other seeds, ignored")
-            continue
-        else:
-            problem = _checkpoint_problem(state, b, T)
-            problem = problem and f"incomplete checkpoint ({problem})"
-        if problem:
-            if on_problem:
-                on_problem(f"{path}: {problem}, using the one before")
-            continue
-        return state
-    return None
+    return newest_checkpoint(
+        folder, "batched-checkpoint-*.pt", format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="batched checkpoint",
+        required=(), ours=lambda state: state.get("config") == _config_text(b.builts[0].config) and state.get("seeds") == b.seeds,
+        other="another configuration or other seeds", problem=lambda state: _checkpoint_problem(state, b, T), on_problem=on_problem)
 
 
 def _run(config: RunConfig, seeds: list[int], callbacks: Sequence[Callback], on_step: StepHook | None, forward: str,

@@ -551,34 +551,48 @@ def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], No
     another configuration) is reported through ``on_problem`` and passed over for the one before
     it, so the run repeats at most the experiences whose checkpoints were lost.
     """
+    return newest_checkpoint(
+        folder, "checkpoint-*.pt", format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="checkpoint",
+        required=("trainer",), ours=lambda state: state.get("config") == _config_text(cfg), other="another configuration",
+        problem=lambda state: _checkpoint_problem(state, trainer), on_problem=on_problem)
+
+
+def newest_checkpoint(folder: Path, pattern: str, *, format: str, version: int, what: str, required: Sequence[str],
+                      ours: Callable[[dict], bool], other: str, problem: Callable[[dict], str | None],
+                      on_problem: Callable[[str], None] | None = None) -> dict | None:
+    """The newest checkpoint of ``folder`` matching ``pattern`` that loads, passes its checksum, is
+    of ``format`` and ``version``, is ``ours`` (else: "written for {other}, ignored") and has no
+    ``problem`` (an entry a resume needs missing or mis-sized); every other is reported through
+    ``on_problem`` and passed over for the one before it. One scan for single and batched runs.
+    """
     from .files import checksum_problem
 
-    for path in sorted(folder.glob("checkpoint-*.pt"), reverse=True):
+    for path in sorted(folder.glob(pattern), reverse=True):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "trainer" not in state:
-                raise ValueError("not a continual checkpoint")
+            if not isinstance(state, dict) or state.get("format") != format or any(k not in state for k in required):
+                raise ValueError(f"not a continual {what}")
         except Exception as exc:  # unpickling errors of every kind: the file is unusable
             if on_problem:
                 on_problem(f"{path}: unreadable checkpoint ({type(exc).__name__}), using the one before")
             continue
-        problem = checksum_problem(state)
-        if problem == "no checksum":
-            problem = "no checksum (written before checksums were stored)"
-        elif problem:
-            problem = "checksum mismatch (the file changed after it was written)"
-        elif state.get("version") != CHECKPOINT_VERSION:
-            problem = f"written by another version of continual (checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION})"
-        elif state.get("config") != _config_text(cfg):
+        found = checksum_problem(state)
+        if found == "no checksum":
+            found = "no checksum (written before checksums were stored)"
+        elif found and found != "no checksum":
+            found = "checksum mismatch (the file changed after it was written)"
+        elif state.get("version") != version:
+            found = f"written by another version of continual ({what} version {state.get('version')!r}, expected {version})"
+        elif not ours(state):
             if on_problem:
-                on_problem(f"{path}: written for another configuration, ignored")
+                on_problem(f"{path}: written for {other}, ignored")
             continue
         else:
-            problem = _checkpoint_problem(state, trainer)
-            problem = problem and f"incomplete checkpoint ({problem})"
-        if problem:
+            found = problem(state)
+            found = found and f"incomplete checkpoint ({found})"
+        if found:
             if on_problem:
-                on_problem(f"{path}: {problem}, using the one before")
+                on_problem(f"{path}: {found}, using the one before")
             continue
         return state
     return None
