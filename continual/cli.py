@@ -416,7 +416,8 @@ def cmd_sweep(args) -> int:
 
     try:
         outcomes = run_sweep(sweep, workers=args.workers, engine=args.engine, address=args.address, on_outcome=on_outcome,
-                             threads=args.threads)
+                             threads=args.threads, batched=args.batched,
+                             on_note=None if args.quiet else lambda msg: print(f"continual: {msg}", file=sys.stderr))
     finally:
         bar.close()
     failed = [o for o in outcomes if o.status == "failed"]
@@ -588,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads per run (default: the model's default within cores // workers; Ray: 1 per task)")
+    p.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
+                   help="train the seeds of each configuration together in one process: auto (on CUDA only), on, off; "
+                        "configurations it cannot batch train one seed at a time")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their folders, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_sweep)

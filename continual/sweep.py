@@ -37,6 +37,16 @@ so two sweeps of one file started at once share the work: a run another process 
 it (status ``"busy"``) and one it finished meanwhile is skipped. Under the lock the run's folder is
 tidied: temporary files a killed write left are removed, and so is the checkpoint folder of a run
 whose result was saved just before a kill. Ray runs are not locked.
+
+Seeds of one configuration can train together in one process (:mod:`continual.batched`):
+``batched="on"`` groups the pending runs that differ only in their seed and trains each group
+batched where :func:`continual.batched.batchable` allows (otherwise one seed at a time, with its
+one-line reason passed to ``on_note``); ``"auto"`` (the default) does so only for runs on a CUDA
+device, where it pays (on a CPU the small models' steps are bound by their matrix products:
+``benchmarks/batched.py``). A group is one unit of work in every engine: its seeds' folders are
+locked together, it checkpoints in its first seed's folder (``checkpoints-batched``), and each
+seed's result is written to its own folder, noted ``extra["batched"]``. A seed whose result
+exists is skipped and the rest of its group trains without it.
 """
 
 from __future__ import annotations
@@ -57,6 +67,8 @@ from .files import FolderLock, check_writable, remove_temporaries
 from .results import atomic_write_text, load_result, result_from_dict, save_result, stable
 
 ENGINES = ("local", "ray")
+BATCHED = ("auto", "on", "off")
+BATCHED_CHECKPOINTS = "checkpoints-batched"  # a group's checkpoints, in its first seed's folder
 _SWEEP_KEYS = {"out", "seeds", "base", "strategies"}
 
 
@@ -195,6 +207,66 @@ def _execute(config_dict: dict, checkpoint_dir: str | None = None, threads: int 
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
+def _execute_seeds(config_dict: dict, seeds: list[int], checkpoint_dir: str | None = None, threads: int | None = None,
+                   workers: int = 1) -> list[dict]:
+    """Train the ``seeds`` of one configuration together (:func:`continual.batched.run_batched`)
+    -> one reply per seed, as :func:`_execute` gives one (a failure fails every seed of the group)."""
+    from .batched import run_batched
+    from .experiment import choose_threads, set_threads
+
+    try:
+        config = RunConfig(**config_dict)
+        set_threads(choose_threads(config.model or config.resolve().model, requested=threads, workers=workers))
+        return [{"ok": True, "result": r.to_dict()} for r in run_batched(config, seeds, checkpoint_dir=checkpoint_dir)]
+    except ContinualError as exc:
+        return [{"ok": False, "error": str(exc)}] * len(seeds)
+    except Exception as exc:
+        return [{"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}] * len(seeds)
+
+
+Unit = list[tuple[int, RunConfig, Path]]  # runs trained in one process: one run, or the seeds of one configuration
+
+
+def _units(pending: Sequence[tuple[int, RunConfig, Path]], batched: str, *, here: bool,
+           on_note: Callable[[str], None] | None = None) -> list[Unit]:
+    """The pending runs as units of work: with ``batched`` on (or ``"auto"`` on a CUDA device) the
+    runs that differ only in their seed form one unit, when :func:`continual.batched.batchable`
+    allows; every other run is a unit of its own. Units keep the grid order of their first run."""
+    if batched == "off":
+        return [[p] for p in pending]
+    from .batched import batchable
+    from .trainer import resolve_device
+
+    groups: dict[str, Unit] = {}
+    for item in pending:
+        key = json.dumps({**item[1].to_dict(), "seed": None}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(item)
+    units: list[Unit] = []
+    for group in groups.values():
+        cfg = group[0][1]
+        reason = None
+        if len(group) < 2 or (batched == "auto" and resolve_device(cfg.device, here=here).type != "cuda"):
+            reason = ""
+        else:
+            reason = batchable(cfg)
+        if reason:
+            if on_note:
+                on_note(f"{cfg.label or cfg.strategy}: training the seeds one at a time: {reason}")
+        units.extend([[item] for item in group] if reason is not None else [group])
+    return sorted(units, key=lambda unit: unit[0][0])
+
+
+def _execute_unit(unit: Unit, threads: int | None, workers: int = 1, *, local: bool = True) -> list[dict]:
+    """Run a unit (see :func:`_units`) here -> one reply per run. Local units checkpoint in their
+    (first) run's folder; ``local=False`` (a Ray task) keeps no checkpoints."""
+    if len(unit) == 1:
+        _, cfg, folder = unit[0]
+        return [_execute(cfg.to_dict(), str(folder / "checkpoints") if local else None, threads, workers)]
+    cfg, folder = unit[0][1], unit[0][2]
+    return _execute_seeds(cfg.to_dict(), [c.seed for _, c, _ in unit], str(folder / BATCHED_CHECKPOINTS) if local else None,
+                          threads, workers)
+
+
 @dataclass
 class Outcome:
     config: RunConfig
@@ -222,6 +294,8 @@ def run_sweep(
     address: str | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     threads: int | None = None,
+    batched: str = "auto",
+    on_note: Callable[[str], None] | None = None,
 ) -> list[Outcome]:
     """Run every configuration of ``sweep`` that has no valid result yet.
 
@@ -233,6 +307,10 @@ def run_sweep(
         on_outcome: called once per run as it finishes (progress display).
         threads: CPU threads per run (default: the model's default within ``cores // workers``;
             a Ray task uses as many as the CPUs it reserves, 1 by default).
+        batched: ``"auto"``, ``"on"`` or ``"off"``: train the seeds of one configuration together
+            (see the module docstring).
+        on_note: receives one line for each configuration whose seeds train one at a time
+            although ``batched="on"`` asked otherwise (the reason).
 
     Returns:
         One :class:`Outcome` per configuration, in grid order (status ``"busy"``: another
@@ -246,6 +324,8 @@ def run_sweep(
         raise ContinualError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if workers < 1:
         raise ContinualError(f"--workers {workers} must be at least 1")
+    if batched not in BATCHED:
+        raise ContinualError(f"unknown batched={batched!r}; expected one of {', '.join(BATCHED)}")
     if engine == "ray":
         check_ray_address(address)  # before anything is written
     configs = sweep.configs(here=engine != "ray")
@@ -268,6 +348,7 @@ def run_sweep(
         try:
             remove_temporaries(folder, ("config.json", "result.json", "error.txt"))
             remove_temporaries(folder / "checkpoints")
+            remove_temporaries(folder / BATCHED_CHECKPOINTS)
             if is_finished(folder):
                 shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # a kill came between result and cleanup
                 report(i, Outcome(cfg, folder, "skipped"))
@@ -291,32 +372,50 @@ def run_sweep(
     def finish(i: int, cfg: RunConfig, folder: Path, reply: dict) -> None:
         report(i, _record(folder, cfg, reply))
 
-    if engine == "ray":
-        _run_ray(pending, address, finish, threads or 1)
-    elif workers == 1:
-        for i, cfg, folder in pending:
-            lock = claim(i, cfg, folder)  # again: another process may have taken or finished it meanwhile
+    def finish_unit(unit: Unit, replies: list[dict]) -> None:
+        for (i, cfg, folder), reply in zip(unit, replies):
+            finish(i, cfg, folder, reply)
+        if len(unit) > 1 and all(r.get("ok") for r in replies):
+            shutil.rmtree(unit[0][2] / BATCHED_CHECKPOINTS, ignore_errors=True)
+
+    def claim_unit(unit: Unit) -> tuple[Unit, list[FolderLock]]:
+        """The unit's runs this process now holds (again: another process may have taken or
+        finished some meanwhile), and their locks."""
+        held, locks = [], []
+        for i, cfg, folder in unit:
+            lock = claim(i, cfg, folder)
             if lock is not None:
-                try:
-                    finish(i, cfg, folder, _execute(cfg.to_dict(), str(folder / "checkpoints"), threads))
-                finally:
+                held.append((i, cfg, folder))
+                locks.append(lock)
+        return held, locks
+
+    units = _units(pending, batched, here=engine != "ray", on_note=on_note)
+    if engine == "ray":
+        _run_ray(units, address, finish_unit, threads or 1)
+    elif workers == 1:
+        for unit in units:
+            held, locks = claim_unit(unit)
+            try:
+                if held:
+                    finish_unit(held, _execute_unit(held, threads))
+            finally:
+                for lock in locks:
                     lock.release()
     else:
         import concurrent.futures as cf
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")  # no forked torch threads
-        queue = iter(pending)
-        running: dict = {}  # future -> (i, cfg, folder, lock); at most `workers`, so few locks are held
+        queue = iter(units)
+        running: dict = {}  # future -> (unit, locks); at most `workers`, so few locks are held
 
         try:
             with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 def submit_next() -> None:
-                    for i, cfg, folder in queue:
-                        lock = claim(i, cfg, folder)
-                        if lock is not None:
-                            running[pool.submit(_execute, cfg.to_dict(), str(folder / "checkpoints"), threads, workers)] = \
-                                (i, cfg, folder, lock)
+                    for unit in queue:
+                        held, locks = claim_unit(unit)
+                        if held:
+                            running[pool.submit(_execute_unit, held, threads, workers)] = (held, locks)
                             return
 
                 for _ in range(workers):
@@ -324,19 +423,21 @@ def run_sweep(
                 while running:
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
-                        i, cfg, folder, lock = running.pop(fut)
+                        held, locks = running.pop(fut)
                         try:
                             try:
-                                reply = fut.result()
+                                replies = fut.result()
                             except Exception as exc:  # the worker process died
-                                reply = {"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}
-                            finish(i, cfg, folder, reply)
+                                replies = [{"ok": False, "error": f"worker failed: {type(exc).__name__}: {exc}"}] * len(held)
+                            finish_unit(held, replies)
                         finally:
-                            lock.release()
+                            for lock in locks:
+                                lock.release()
                         submit_next()
         finally:  # after an error: the pool has waited for the runs in flight; now free their folders
-            for *_, lock in running.values():
-                lock.release()
+            for _, locks in running.values():
+                for lock in locks:
+                    lock.release()
     return [outcomes[i] for i in range(len(configs))]
 
 
@@ -369,7 +470,7 @@ def check_ray_address(address: str | None, *, timeout: float = RAY_CONNECT_TIMEO
                              "start one with 'ray start --head' or give its HOST:PORT") from None
 
 
-def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None, finish, threads: int) -> None:
+def _run_ray(units: Sequence[Unit], address: str | None, finish_unit, threads: int) -> None:
     try:
         import ray
     except ModuleNotFoundError:
@@ -383,20 +484,20 @@ def _run_ray(pending: Sequence[tuple[int, RunConfig, Path]], address: str | None
             raise ContinualError(f"Ray could not connect to {address or 'a new local instance'} ({type(exc).__name__}: {reason})") from None
         started = True
     try:
-        remote = ray.remote(_execute)
+        remote = ray.remote(_execute_unit)
         refs = {}
-        for i, cfg, folder in pending:
-            gpus = 1 if str(cfg.device).startswith("cuda") else 0
-            refs[remote.options(num_cpus=threads, num_gpus=gpus).remote(cfg.to_dict(), None, threads)] = (i, cfg, folder)
+        for unit in units:
+            gpus = 1 if str(unit[0][1].device).startswith("cuda") else 0
+            refs[remote.options(num_cpus=threads, num_gpus=gpus).remote(unit, threads, 1, local=False)] = unit
         waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
-            i, cfg, folder = refs[done[0]]
+            unit = refs[done[0]]
             try:
-                reply = ray.get(done[0])
+                replies = ray.get(done[0])
             except Exception as exc:  # the task or its worker died
-                reply = {"ok": False, "error": f"ray task failed: {type(exc).__name__}: {exc}"}
-            finish(i, cfg, folder, reply)
+                replies = [{"ok": False, "error": f"ray task failed: {type(exc).__name__}: {exc}"}] * len(unit)
+            finish_unit(unit, replies)
     finally:
         if started:
             ray.shutdown()

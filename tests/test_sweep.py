@@ -384,3 +384,75 @@ def test_sweep_files_that_are_folders_or_not_text_and_too_many_seeds(tmp_path, c
 def test_a_ray_sweep_leaves_the_device_to_the_workers(tmp_path):
     sweep = Sweep.from_dict({"out": str(tmp_path), "base": {"device": "cuda:5"}, "strategies": {"finetune": {}}})
     assert [c.device for c in sweep.configs(here=False)] == ["cuda:5"]
+
+
+# ----------------------------------------------------------------- seeds trained together
+BATCHED_SWEEP = {"seeds": 3, "base": {"epochs": 1, "device": "cpu"},
+                 "strategies": {"finetune": {}, "er-ace": {"mem": 100}}}
+
+
+def test_a_batched_sweep_trains_each_configurations_seeds_together(tmp_path):
+    """``batched="on"``: finetune's three seeds train as one unit (noted in each result, which
+    agrees with the seed's run alone to the batched products' rounding: test_batched's bound),
+    er-ace's train one at a time with the reason given once; a restart skips them all, and a seed
+    whose result is gone trains alone."""
+    notes = []
+    sweep = Sweep.from_dict({**BATCHED_SWEEP, "out": str(tmp_path)})
+    outcomes = run_sweep(sweep, batched="on", on_note=notes.append)
+    assert [o.status for o in outcomes] == ["done"] * 6
+    assert len(notes) == 1 and notes[0].startswith("er-ace: training the seeds one at a time: strategy 'er-ace' is not batched")
+    results = [load_result(o.folder / "result.json") for o in outcomes]
+    assert [r.extra.get("batched", {}).get("seeds") for r in results] == [3, 3, 3, None, None, None]
+    assert not any((o.folder / "checkpoints-batched").exists() or (o.folder / "checkpoints").exists() for o in outcomes)
+    for r in results[:3]:
+        alone = run(RunConfig(**r.config))
+        assert abs(r.metrics["final_average_accuracy"] - alone.metrics["final_average_accuracy"]) <= 0.005
+        assert all(abs(x - y) <= 0.015 for a, b in zip(r.acc_matrix, alone.acc_matrix) for x, y in zip(a, b))
+    assert [o.status for o in run_sweep(sweep, batched="on")] == ["skipped"] * 6
+    (outcomes[1].folder / "result.json").unlink()
+    again = run_sweep(sweep, batched="on")
+    assert [o.status for o in again] == ["skipped", "done"] + ["skipped"] * 4
+    redone = load_result(outcomes[1].folder / "result.json")
+    assert "batched" not in redone.extra and redone.acc_matrix == run(RunConfig(**redone.config)).acc_matrix
+
+
+def test_batched_sweeps_auto_off_and_the_pool(tmp_path):
+    """``"auto"`` batches on CUDA only (so not here), ``"off"`` never; in a process pool a group
+    is one job and gives what the sequential batched sweep gives."""
+    obj = {"seeds": 2, "base": {"epochs": 1, "device": "cpu"}, "strategies": {"finetune": {}}}
+    for mode in ("auto", "off"):
+        outcomes = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / mode)}), batched=mode)
+        assert all("batched" not in load_result(o.folder / "result.json").extra for o in outcomes)
+    seq = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "seq")}), batched="on", threads=1)
+    pool = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "pool")}), batched="on", workers=2, threads=1)
+    for a, b in zip(seq, pool):
+        ra, rb = load_result(a.folder / "result.json"), load_result(b.folder / "result.json")
+        assert ra.extra["batched"]["seeds"] == 2 and ra.acc_matrix == rb.acc_matrix
+    with pytest.raises(ContinualError, match="unknown batched='yes'; expected one of auto, on, off"):
+        run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "bad")}), batched="yes")
+
+
+def test_a_batched_sweep_resumes_its_groups_checkpoints(tmp_path):
+    """A group killed after experience 2 (its checkpoints in the first seed's folder) resumes
+    there when the sweep is started again, to the results of an uninterrupted batched sweep."""
+    from continual.batched import run_batched
+
+    obj = {"seeds": 2, "base": {"epochs": 1, "device": "cpu"}, "strategies": {"ewc": {}}}
+    whole = run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "whole")}), batched="on")
+    sweep = Sweep.from_dict({**obj, "out": str(tmp_path / "killed")})
+    configs = sweep.configs()
+    first = run_dir(sweep.out, configs[0])
+
+    def crash(event, info):
+        if event == "experience_end" and info["index"] == 2:
+            raise KeyboardInterrupt  # as a kill would stop it: after experience 2's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batched(configs[0], [0, 1], checkpoint_dir=first / "checkpoints-batched", callbacks=[crash])
+    outcomes = run_sweep(sweep, batched="on")
+    assert [o.status for o in outcomes] == ["done", "done"]
+    for a, b in zip(whole, outcomes):
+        ra, rb = load_result(a.folder / "result.json"), load_result(b.folder / "result.json")
+        assert rb.extra["resumed"] is True and "resumed" not in ra.extra
+        assert ra.acc_matrix == rb.acc_matrix and ra.penalties == rb.penalties
+    assert not (first / "checkpoints-batched").exists()
