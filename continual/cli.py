@@ -140,15 +140,15 @@ def _progress(total: int, desc: str, quiet: bool):
     return bar, callback
 
 
-def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> list:
-    """Run each configuration, save its result file, return the results.
+def _run_saved(cfg, out: Path, threads: int | None, callbacks=(), workers: int = 1):
+    """Run one configuration and save its result file as ``out/<result name>.json``; return the result.
 
-    Each run checkpoints after every experience under ``out/.checkpoints/<name>``; the same
+    The run checkpoints after every experience under ``out/.checkpoints/<name>``; the same
     command started again after a crash resumes there. The checkpoints go once the result is saved.
-    Each run uses ``threads`` CPU threads, or its model's default (:func:`continual.experiment.choose_threads`).
-    A run holds a lock on its checkpoint folder: the same run started in another process meanwhile
-    stops with one line naming this one's pid. Temporary files a killed write left (of the result
-    file, of checkpoints) are removed under the lock.
+    It uses ``threads`` CPU threads, or its model's default within a ``1/workers`` share of the
+    cores (:func:`continual.experiment.choose_threads`). It holds a lock on its checkpoint folder:
+    the same run started in another process meanwhile stops with one line naming this one's pid.
+    Temporary files a killed write left (of the result file, of checkpoints) are removed under the lock.
     """
     import shutil
 
@@ -156,38 +156,102 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None) -> li
     from .files import FolderLock, remove_temporaries
     from .results import save_result
 
+    resolved = cfg.resolve()
+    set_threads(choose_threads(resolved.model, requested=threads, workers=workers))
+    name = result_name(resolved)
+    checkpoints = out / ".checkpoints" / name
+    path = out / f"{name}.json"
+    try:
+        with FolderLock(checkpoints, what=f"run {name}"):
+            remove_temporaries(checkpoints)
+            remove_temporaries(out, (path.name,))
+            result = run(cfg, callbacks=list(callbacks), checkpoint_dir=checkpoints,
+                         on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
+            save_result(result, path)
+            shutil.rmtree(checkpoints, ignore_errors=True)
+    finally:
+        try:
+            checkpoints.parent.rmdir()  # only if empty (another run may be using it)
+        except OSError:
+            pass
+    return result
+
+
+def _run_in_worker(cfg, out: Path, threads: int | None, workers: int) -> dict:
+    """:func:`_run_saved` in a pool worker -> ``{"result": ...}`` or ``{"error": one line}``."""
+    from .errors import ContinualError
+
+    try:
+        return {"result": _run_saved(cfg, out, threads, workers=workers).to_dict()}
+    except ContinualError as exc:
+        return {"error": str(exc)}
+
+
+def _report(result, path: Path) -> None:
+    m = result.metrics
+    print(f"{result.label:<14} seed {result.seed}: final acc {100 * m['final_average_accuracy']:5.1f}%  "
+          f"forgetting {100 * m['average_forgetting']:5.1f}%  ({result.timings['wall']:.2f} s) -> {path}", file=sys.stderr)
+
+
+def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, workers: int = 1) -> list:
+    """Run each configuration, save its result file (:func:`_run_saved`), return the results in
+    ``configs``' order.
+
+    ``workers > 1`` runs them in a pool of that many processes (spawned: no forked torch threads),
+    each run with its model's default threads within ``cores // workers`` (or ``threads``): the
+    small models here use one thread each (``continual.experiment.THREADS``), so a pool is how
+    they use a machine's other cores. A run that fails stops the command with its one-line error
+    once the runs in flight end (their results are saved; a restart skips nothing but resumes
+    none either: each run's checkpoints are removed only once its result is saved).
+    """
+    from .errors import ContinualError
+    from .results import result_from_dict
+
     for cfg in configs:  # every file name checked before anything runs
         resolved = cfg.resolve()
         what = f"--label {resolved.label!r}" if resolved.label else f"strategy {resolved.strategy!r}"
         check_file_name(out, result_name(resolved) + ".json", what=what)
+    if workers > 1 and len(configs) > 1:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        from tqdm import tqdm
+
+        results: dict[int, object] = {}
+        bar = tqdm(total=len(configs), desc=f"{len(configs)} runs, {workers} processes", unit="run",
+                   disable=True if quiet else None, file=sys.stderr)
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_in_worker, cfg, out, threads, workers): i for i, cfg in enumerate(configs)}
+            try:
+                for fut in cf.as_completed(futures):
+                    reply = fut.result()
+                    if "error" in reply:
+                        raise ContinualError(reply["error"])
+                    i = futures[fut]
+                    results[i] = result_from_dict(reply["result"], f"run {i}")
+                    bar.update(1)
+                    if not quiet:
+                        bar.clear()
+                        _report(results[i], out / f"{result_name(configs[i].resolve())}.json")
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+            finally:
+                bar.close()
+        return [results[i] for i in range(len(configs))]
     results = []
     for cfg in configs:
         resolved = cfg.resolve()
-        set_threads(choose_threads(resolved.model, requested=threads))
-        name = result_name(resolved)
         total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
         bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
-        checkpoints = out / ".checkpoints" / name
-        path = out / f"{name}.json"
         try:
-            with FolderLock(checkpoints, what=f"run {name}"):
-                remove_temporaries(checkpoints)
-                remove_temporaries(out, (path.name,))
-                result = run(cfg, callbacks=[callback], checkpoint_dir=checkpoints,
-                             on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
-                save_result(result, path)
-                shutil.rmtree(checkpoints, ignore_errors=True)
+            result = _run_saved(cfg, out, threads, callbacks=[callback])
         finally:
             bar.close()
-            try:
-                checkpoints.parent.rmdir()  # only if empty (another run may be using it)
-            except OSError:
-                pass
         results.append(result)
         if not quiet:
-            m = result.metrics
-            print(f"{result.label:<14} seed {result.seed}: final acc {100 * m['final_average_accuracy']:5.1f}%  "
-                  f"forgetting {100 * m['average_forgetting']:5.1f}%  ({result.timings['wall']:.2f} s) -> {path}", file=sys.stderr)
+            _report(result, out / f"{result_name(resolved)}.json")
     return results
 
 
@@ -249,6 +313,12 @@ def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, requir
     return results
 
 
+def _check_workers(workers: int | None) -> int | None:
+    if workers is not None and not 1 <= workers <= 256:
+        raise ContinualError(f"--workers {workers} is out of range: expected 1..256")
+    return workers if workers is not None else 1
+
+
 def result_name(resolved) -> str:
     """The file stem of a run's result: readable (benchmark, scenario, label, seed) plus the
     configuration's hash (:func:`continual.results.config_id`), so runs that differ in any other
@@ -299,6 +369,7 @@ def cmd_run(args) -> int:
         hidden=parse_ints(args.hidden, "--hidden"), normalise=args.normalise, compile=args.compile, seed=args.seed,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
+    workers = _check_workers(args.workers)
     if base.label is None and base.params:
         base.label = base.strategy + "[" + ",".join(f"{k}={v}" for k, v in sorted(base.params.items())) + "]"
     base.resolve()  # check every name and value before anything runs
@@ -308,7 +379,7 @@ def cmd_run(args) -> int:
     if args.batched != "off" and args.seeds > 1:
         results = _run_batched(configs, out, args.quiet, args.threads, required=args.batched == "on")
     if results is None:
-        results = _run_many(configs, out, args.quiet, args.threads)
+        results = _run_many(configs, out, args.quiet, args.threads, workers)
     print(format_table(summarize(results)))
     print(f"results: {Path(args.out).resolve()}")
     return 0
@@ -463,8 +534,13 @@ def cmd_demo(args) -> int:
     out = check_out_dir(args.out)
     _check_seeds(args.seeds)
     RunConfig(benchmark=DEMO_BENCHMARK, device=args.device).resolve()  # the device, before anything runs
+    workers = _check_workers(args.workers)
+    if args.workers is None:  # as many processes as idle cores (each MLP run takes one thread)
+        from .experiment import available_cores, idle_cores
+
+        workers = idle_cores(available_cores()) if str(args.device) == "cpu" else 1
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
-          f"device {args.device}", file=sys.stderr)
+          f"device {args.device}, {workers} process{'es' if workers > 1 else ''}", file=sys.stderr)
     check_writable(out)
     ckpt, source = demo_pretrained(out, args.device, args.threads)
     print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
@@ -474,7 +550,7 @@ def cmd_demo(args) -> int:
                   pretrained=str(ckpt) if STRATEGIES[name].needs_pretrained else None)
         for name in STRATEGIES for seed in range(args.seeds)
     ]
-    results = _run_many(configs, out, args.quiet, args.threads)
+    results = _run_many(configs, out, args.quiet, args.threads, workers)
     print(format_table(summarize(results)))
     figures = save_figures(results, out)
     print(f"accuracy-over-tasks plot: {figures[0]}")
@@ -538,6 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the seeds together in one process: auto (on CUDA only: on a CPU it does not pay, "
                         "benchmarks/batched.py), on, off; strategies it cannot batch train one seed at a time. "
                         "The seeds checkpoint together after each experience and a restarted command resumes them")
+    p.add_argument("--workers", type=int, default=1, help="seeds trained one at a time run in this many parallel "
+                   "processes (each with its model's threads within cores // workers)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: the benchmark's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the benchmark's)")
@@ -603,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")
     p.add_argument("--out", default="continual-demo", help="folder for results and figures")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None, help="runs in parallel processes (default: the idle CPU cores on "
+                   "--device cpu, each run one thread; 1 otherwise)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true")

@@ -29,6 +29,23 @@ def test_run_then_plot(tmp_path, capsys):
     assert (out / "curves_split-digits_class.png").exists()
 
 
+def test_seeds_in_parallel_processes_give_the_results_of_one_process(tmp_path, capsys):
+    """``--workers 2``: the seeds run in two spawned processes (one thread each, as alone: an MLP
+    takes one), so each seed's matrix is the one-process run's, bit for bit, in seed order."""
+    argv = ["run", "--strategy", "ewc", "--seeds", "3", "--epochs", "1", "--device", "cpu", "--quiet", "--batched", "off"]
+    assert main(argv + ["--out", str(tmp_path / "one")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "pool"), "--workers", "2"]) == 0
+    one, pool = sorted((tmp_path / "one").glob("*.json")), sorted((tmp_path / "pool").glob("*.json"))
+    assert [p.name for p in one] == [p.name for p in pool] and len(one) == 3
+    for a, b in zip(one, pool):
+        ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+        assert ra["acc_matrix"] == rb["acc_matrix"] and ra["penalties"] == rb["penalties"]
+    assert not (tmp_path / "pool" / ".checkpoints").exists()
+    assert main(argv + ["--out", str(tmp_path / "bad"), "--workers", "0"]) == 2
+    assert "--workers 0 is out of range: expected 1..256" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
 def test_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--seeds", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
