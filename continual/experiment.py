@@ -771,6 +771,10 @@ def run(
             (``continual run`` and ``continual sweep`` do, see :class:`continual.files.FolderLock`).
         on_problem: receives a message for each checkpoint that could not be used.
 
+    With ``config.validation``, the validation experiences (:mod:`continual.validation`) are
+    evaluated with the run's classifier after each experience (and once before training); their
+    matrix is kept in the checkpoints and stored as :attr:`Result.validation`.
+
     Example:
         >>> r = run(RunConfig(benchmark="split-digits", strategy="finetune", epochs=1, device="cpu"))
         >>> len(r.acc_matrix), r.config["model"]
@@ -807,6 +811,8 @@ def run(
     timings = trainer.timings.as_dict()
     timings["wall"] = wall_before + time.perf_counter() - wall0
     records = {k: dict(v) if isinstance(v, dict) else v for k, v in built.records.items()}
+    if validation is not None:
+        timings["validation_eval"] = validation.seconds  # evaluating the validation split (not in total_eval)
     if "seconds" in records.get("features", {}):
         timings["features"] = records["features"].pop("seconds")  # computing the cached features, once
     if resume is not None:

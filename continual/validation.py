@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -161,15 +162,20 @@ class ValidationMatrix:
         self.schedule = schedule
         self.sizes = [e.num_test for e in validation]
         self.matrix = AccuracyMatrix(len(validation), test_sizes=self.sizes)
+        self.seconds = 0.0  # evaluating the validation experiences, in this process (the run's timings)
 
     def observe(self, event: str, info: dict) -> None:
         """Trainer callback: the random-init row, once, at the start of the first experience trained."""
         if event == "experience_start" and self.matrix.random_init is None:
+            start = time.perf_counter()
             self.matrix.set_random_init(self.trainer.evaluate(self.stream))  # the model's argmax, as the trainer's
+            self.seconds += time.perf_counter() - start
 
     def after_experience(self, index: int) -> None:
         """The row after experience ``index`` (every row for the joint schedule), with the run's classifier."""
-        row = self.trainer.evaluate(self.stream, classifier=self.trainer.classifier)
+        start = time.perf_counter()
+        row = self.trainer.evaluate(self.stream, classifier=self.trainer.classifier)  # ends with a host copy: timed whole
+        self.seconds += time.perf_counter() - start
         for i in range(len(self.stream)) if self.schedule == "joint" else (index,):
             self.matrix.set_row(i, row)
 
