@@ -44,7 +44,7 @@ import torch
 
 from .errors import ContinualError
 from .metrics import AccuracyMatrix
-from .streams import Experience, Stream
+from .streams import Stream
 
 SALT = 0x76616C  # "val": the split's generator is seeded with [SALT, seed], apart from the run's other draws
 RANK_BY = ("test", "validation")  # what `continual compare --rank-by` ranks configurations by
