@@ -237,6 +237,9 @@ def batchable(config: RunConfig) -> str | None:
         return "feature_cache='on' trains a head on cached features; not batched"
     if cfg.pretrained or cfg.adapt_first:
         return "pretrained weights and first-session adaptation are not batched yet"
+    if cfg.validation:
+        return (f"validation={cfg.validation} holds out other samples for each seed (each trains on its own subset "
+                "and keeps its own validation matrix); not batched")
     return None
 
 

@@ -367,6 +367,7 @@ def cmd_run(args) -> int:
         classifier=args.classifier, device=args.device, label=args.label, data_root=args.data_root, download=args.download,
         head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, resize=args.resize,
         hidden=parse_ints(args.hidden, "--hidden"), normalise=args.normalise, compile=args.compile, seed=args.seed,
+        validation=args.validation,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     workers = _check_workers(args.workers)
@@ -501,15 +502,18 @@ def cmd_sweep(args) -> int:
         print(f"continual: run {o.folder} failed: {o.error}", file=sys.stderr)
     for o in busy:
         print(f"continual: run {o.folder} is {o.error}", file=sys.stderr)
+    if any(cfg.validation for cfg in configs):
+        print(f"choose the configuration by validation accuracy, not test: continual compare {sweep.out} --rank-by validation")
     return 1 if failed or busy else 0
 
 
 def cmd_compare(args) -> int:
     from .plot import save_figures
     from .results import atomic_write_text, format_csv, format_markdown, format_table, summarize
+    from .validation import rank_rows
 
     results, out = _load_results(args)
-    rows = summarize(results)
+    rows = rank_rows(summarize(results), args.rank_by)  # best first
     settings = sorted({(r["benchmark"], r["scenario"]) for r in rows})
     for bench, scenario in settings:
         print(f"\n{bench} ({scenario}-incremental)")
@@ -609,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "run the strategy (first-session adaptation; stands in for --pretrained, or adapts it)")
     p.add_argument("--feature-cache", default="auto", help="auto (default: a frozen backbone's features are computed once "
                    "per experience, unless training augmentation is on), on (refuse a run it cannot apply to) or off")
+    p.add_argument("--validation", type=float, default=0.0, metavar="F",
+                   help="hold out a fraction F (0 < F < 1) of each experience's training data, class-stratified and seeded, "
+                        "and record the accuracy matrix on it beside the test matrix (default 0: off)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
     p.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
                    help="train the seeds together in one process: auto (on CUDA only: on a CPU it does not pay, "
@@ -676,6 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="table (mean ± 95%% CI over seeds), markdown/CSV and curves from results")
     _results_arguments(p, "compare.md/.csv and the PNGs")
+    p.add_argument("--rank-by", default="test", choices=("test", "validation"),
+                   help="order the rows by final average accuracy on the test split (default) or on the validation "
+                        "split (runs with --validation; how to choose hyperparameters without the test set)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")

@@ -34,6 +34,8 @@ from .results import Result, atomic_torch_save, by_step, classifier_record
 from .streams import CLASS_ORDERS, class_increments, parse_split
 from .strategies import Context, Range, coerce, get_strategy
 from .trainer import LR_SCHEDULES, OPTIMIZERS, Callback, Trainer, resolve_device
+from .validation import ValidationMatrix, check_fraction, split_stream
+from .validation import checkpoint_problem as validation_problem
 
 
 @dataclass
@@ -103,6 +105,10 @@ class RunConfig:
         data_root: a folder searched first for dataset files (file-based benchmarks).
         download: download missing dataset files and pretrained torchvision weights (both
             SHA-256 verified); never otherwise.
+        validation: hold out this fraction of each experience's training data (class-stratified,
+            seeded by ``seed``), never train on it, and record the accuracy matrix on it beside the
+            test matrix, for choosing hyperparameters without the test set; 0 (default) is off,
+            else 0 < F < 1 (:mod:`continual.validation`).
     """
 
     benchmark: str = "split-digits"
@@ -139,6 +145,7 @@ class RunConfig:
     hidden: list[int] | None = None
     normalise: bool = True
     compile: bool = False
+    validation: float = 0.0
 
     def resolve(self, *, here: bool = True) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark, every value checked.
@@ -193,6 +200,7 @@ class RunConfig:
             if model not in TORCHVISION_MODELS:
                 raise ContinualError(f"resize={self.resize} applies to the torchvision models ({', '.join(TORCHVISION_MODELS)}); "
                                      f"model {model!r} takes the benchmark's images as they are")
+        check_fraction(self.validation)
         if self.feature_cache not in FEATURE_CACHE:
             raise ContinualError(f"feature_cache={self.feature_cache!r} is not accepted; expected one of {', '.join(FEATURE_CACHE)}")
         resolved = dataclasses.replace(
@@ -253,7 +261,8 @@ class RunConfig:
             ContinualError: for an unknown key (naming the accepted ones) or a badly typed value.
         """
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
-                 "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float, "resize": int}
+                 "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float, "resize": int,
+                 "validation": float}
         texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained",
                  "split", "lr_schedule", "classifier", "feature_cache"}
         lists = {"increments", "classes", "milestones", "hidden"}
@@ -469,14 +478,16 @@ def _config_text(cfg: RunConfig) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-def save_checkpoint(folder: Path, index: int, cfg: RunConfig, acc, trainer: Trainer, wall: float) -> Path:
+def save_checkpoint(folder: Path, index: int, cfg: RunConfig, acc, trainer: Trainer, wall: float, *,
+                    validation: ValidationMatrix | None = None) -> Path:
     """Write the state after experience ``index`` atomically (temporary file, then rename), with
     the SHA-256 digest of its content inside (:func:`continual.files.with_checksum`), and keep
-    only this checkpoint and the one before it."""
+    only this checkpoint and the one before it. ``validation``: the validation matrix so far
+    (a run with ``cfg.validation``)."""
     state = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": _config_text(cfg), "index": index,
         "acc_matrix": torch.from_numpy(acc.values.copy()), "random_init": torch.from_numpy(acc.random_init.copy()),
-        "trainer": trainer.state_dict(), "wall": wall,
+        "trainer": trainer.state_dict(), "wall": wall, **(validation.state_dict() if validation is not None else {}),
     }
     path = atomic_torch_save(state, folder / f"checkpoint-{index:04d}.pt", checksum=True)
     for old in sorted(folder.glob("checkpoint-*.pt"))[:-2]:
@@ -546,7 +557,8 @@ def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], No
     A checkpoint is used only if it loads (``weights_only=True``), its SHA-256 content digest
     matches (:func:`continual.files.checksum_problem`), it was written for this configuration, and
     it holds every entry a resume needs, each of the right type (see :func:`_checkpoint_problem`;
-    with ``trainer``, also sized for it). Any other checkpoint (corrupt, truncated, changed after
+    with ``trainer``, also sized for it; with ``cfg.validation``, the validation matrix,
+    :func:`continual.validation.checkpoint_problem`). Any other checkpoint (corrupt, truncated, changed after
     it was written, without a checksum as written before checksums were stored, incomplete, or of
     another configuration) is reported through ``on_problem`` and passed over for the one before
     it, so the run repeats at most the experiences whose checkpoints were lost.
@@ -554,7 +566,8 @@ def load_checkpoint(folder: Path, cfg: RunConfig, on_problem: Callable[[str], No
     return newest_checkpoint(
         folder, "checkpoint-*.pt", format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="checkpoint",
         required=("trainer",), ours=lambda state: state.get("config") == _config_text(cfg), other="another configuration",
-        problem=lambda state: _checkpoint_problem(state, trainer), on_problem=on_problem)
+        problem=lambda state: _checkpoint_problem(state, trainer) or (validation_problem(state) if cfg.validation else None),
+        on_problem=on_problem)
 
 
 def newest_checkpoint(folder: Path, pattern: str, *, format: str, version: int, what: str, required: Sequence[str],
@@ -610,6 +623,7 @@ class Built:
     trainer: Trainer
     source: object = None  # the stream as loaded, when ``stream`` holds cached features (else the same)
     records: dict = field(default_factory=dict)  # provenance of the weights, adaptation and features
+    validation: object = None  # with ``config.validation``: the held-out validation stream (as ``stream``: features when cached)
 
 
 def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
@@ -634,6 +648,9 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
     if not cfg.normalise:
         stream = _unnormalised(stream)
+    validation = None
+    if cfg.validation:  # held out before anything sees the stream: nothing trains on it
+        stream, validation = split_stream(stream, cfg.validation, seed=cfg.seed)
     first = stream[0]
     weights = resolve_weights(cfg.model, cfg.pretrained) if cfg.pretrained and is_weights_spec(cfg.pretrained) else None
     model_args: dict = {"hidden": tuple(cfg.hidden)} if cfg.hidden else {}
@@ -679,6 +696,10 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         from .features import HeadOnly, cache_features
 
         stream, records["features"] = cache_features(model, stream, batch_size=cfg.eval_batch_size)
+        if validation is not None:  # the validation inputs through the same backbone, once
+            validation, more = cache_features(model, validation, batch_size=cfg.eval_batch_size)
+            records["features"]["samples"] += more["samples"]
+            records["features"]["seconds"] += more["seconds"]
         trained = HeadOnly(model)  # the same head, trained on the cached features
     elif cfg.feature_cache == "on":
         raise ContinualError(f"feature_cache='on' cannot apply: {problem}; use 'auto' or 'off'")
@@ -696,7 +717,7 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
 
         for params, scale in lr_groups:
             scale_lr(trainer.optimizer, params, scale)
-    return Built(cfg, strategy, stream, model, plugins, trainer, source, records)
+    return Built(cfg, strategy, stream, model, plugins, trainer, source, records, validation)
 
 
 def _unnormalised(stream):
@@ -750,6 +771,10 @@ def run(
             (``continual run`` and ``continual sweep`` do, see :class:`continual.files.FolderLock`).
         on_problem: receives a message for each checkpoint that could not be used.
 
+    With ``config.validation``, the validation experiences (:mod:`continual.validation`) are
+    evaluated with the run's classifier after each experience (and once before training); their
+    matrix is kept in the checkpoints and stored as :attr:`Result.validation`.
+
     Example:
         >>> r = run(RunConfig(benchmark="split-digits", strategy="finetune", epochs=1, device="cpu"))
         >>> len(r.acc_matrix), r.config["model"]
@@ -760,6 +785,10 @@ def run(
     cfg, strategy, stream, model, plugins, trainer = (built.config, built.strategy, built.stream, built.model, built.plugins,
                                                       built.trainer)
     device = trainer.device
+    validation = None
+    if built.validation is not None:
+        validation = ValidationMatrix(built.validation, trainer, fraction=cfg.validation, schedule=strategy.schedule)
+        trainer.callbacks.append(validation.observe)  # its random-init row, where the trainer records its own
     resume, wall_before = None, 0.0
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:
@@ -768,16 +797,22 @@ def run(
             trainer.load_state_dict(state["trainer"])
             resume = AccuracyMatrix.from_rows(state["acc_matrix"].numpy(), state["random_init"].numpy())
             wall_before = float(state["wall"])
+            if validation is not None:
+                validation.load_state_dict(state)
 
     def checkpoint(index: int, acc: AccuracyMatrix) -> None:
+        if validation is not None:
+            validation.after_experience(index)  # before the checkpoint, which keeps it
         if folder is not None:
-            save_checkpoint(folder, index, cfg, acc, trainer, wall_before + time.perf_counter() - wall0)
+            save_checkpoint(folder, index, cfg, acc, trainer, wall_before + time.perf_counter() - wall0, validation=validation)
 
     acc = trainer.run(stream, schedule=strategy.schedule, resume=resume, on_experience_end=checkpoint)
     extra = {getattr(p, "name", type(p).__name__): p.report() for p in plugins if callable(getattr(p, "report", None))}
     timings = trainer.timings.as_dict()
     timings["wall"] = wall_before + time.perf_counter() - wall0
     records = {k: dict(v) if isinstance(v, dict) else v for k, v in built.records.items()}
+    if validation is not None:
+        timings["validation_eval"] = validation.seconds  # evaluating the validation split (not in total_eval)
     if "seconds" in records.get("features", {}):
         timings["features"] = records["features"].pop("seconds")  # computing the cached features, once
     if resume is not None:
@@ -793,4 +828,5 @@ def run(
         penalties=trainer.penalties, extra=extra, environment=env,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), test_sizes=test_sizes,
         classifiers=classifiers, provenance=provenance(cfg.to_dict(), built.source, env) | records,
+        validation=validation.record() if validation is not None else {},
     )

@@ -14,11 +14,12 @@ One file per run. Schema (version 1)::
      "environment": {"torch": "2.x", "device": "cpu", ...}, "created": "ISO time",
      "test_sizes": [...T ints: test samples of each experience...],
      "classifiers": {"nme": {"acc_matrix": [[...]], "random_init": [...], "metrics": {...}}},
-     "provenance": {...what a reader needs to compare numbers, see continual.ledger.provenance...}}
+     "provenance": {...what a reader needs to compare numbers, see continual.ledger.provenance...},
+     "validation": {"fraction": 0.2, "sizes": [...], "acc_matrix": [[...]], "random_init": [...], "metrics": {...}}}
 
-The last three keys (added within version 1) are optional: files written before them load, with
+The last four keys (added within version 1) are optional: files written before them load, with
 ``test_sizes == []`` (unknown: the sample-weighted class-incremental metrics are then not
-computed), no extra classifiers and an empty provenance.
+computed), no extra classifiers, an empty provenance and no validation matrix.
 
 - ``test_sizes``: the number of test samples of each experience; with them ``metrics`` holds the
   class-incremental papers' sample-weighted ``average_incremental_accuracy`` and
@@ -35,6 +36,9 @@ computed), no extra classifiers and an empty provenance.
   plugin may be named so.
 - ``provenance``: augmentation, batch size, epochs, optimiser and learning-rate schedule, class
   order and the seed it was drawn with, run seed, head, classifier, memory policy, versions.
+- ``validation``: a run with ``validation=F`` (:mod:`continual.validation`): the held-out
+  fraction, the validation samples of each experience (``sizes``) and the accuracy matrix on them
+  with its random-init row, metrics and ``by_step`` curves (the main classifier's); ``{}`` otherwise.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Result:
     test_sizes: list[int] = field(default_factory=list)
     classifiers: dict[str, dict] = field(default_factory=dict)
     provenance: dict[str, object] = field(default_factory=dict)
+    validation: dict[str, object] = field(default_factory=dict)
 
     @property
     def strategy(self) -> str:
@@ -161,7 +166,7 @@ def _check_matrix(R: list, init: object, source: str, where: str, T: int | None 
 
 
 def _check_optional(obj: dict, T: int, source: str) -> None:
-    """The keys added within version 1 (absent from older files): ``test_sizes``, ``classifiers``, ``provenance``."""
+    """The keys added within version 1 (absent from older files): ``test_sizes``, ``classifiers``, ``provenance``, ``validation``."""
     sizes = obj.get("test_sizes", [])
     if not isinstance(sizes, list) or (sizes and (len(sizes) != T or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in sizes))):
@@ -179,6 +184,17 @@ def _check_optional(obj: dict, T: int, source: str) -> None:
         _check_matrix(entry["acc_matrix"], entry["random_init"], source, where, T)
     if not isinstance(obj.get("provenance", {}), dict):
         raise ContinualError(f"{source}: 'provenance' must be an object, got {type(obj['provenance']).__name__}")
+    validation = obj.get("validation", {})
+    if not isinstance(validation, dict):
+        raise ContinualError(f"{source}: 'validation' must be an object, got {type(validation).__name__}")
+    if validation:
+        for key, kind in (("acc_matrix", list), ("random_init", list), ("metrics", dict), ("sizes", list)):
+            if not isinstance(validation.get(key), kind):
+                raise ContinualError(f"{source}: 'validation.{key}' must be a {kind.__name__}")
+        _check_matrix(validation["acc_matrix"], validation["random_init"], source, "validation.", T)
+        sizes = validation["sizes"]
+        if len(sizes) != T or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in sizes):
+            raise ContinualError(f"{source}: 'validation.sizes' must be a list of {T} counts (integers >= 0); got {sizes!r:.80}")
 
 
 def by_step(matrix: np.ndarray | list, test_sizes: list[int]) -> dict[str, list[float | None]]:
@@ -231,7 +247,7 @@ def classifier_views(results: Iterable[Result]) -> list[Result]:
         for name, entry in r.classifiers.items():
             config = {**r.config, "label": f"{r.label} ({name})"}
             views.append(replace(r, config=config, acc_matrix=entry["acc_matrix"], random_init=entry["random_init"],
-                                 metrics=dict(entry["metrics"]), classifiers={}))
+                                 metrics=dict(entry["metrics"]), classifiers={}, validation={}))  # validation: the main classifier's
     return views
 
 
@@ -310,7 +326,8 @@ def _claims_schema(path: Path) -> bool:
 NOT_IDENTITY = ("seed", "data_root", "download", "feature_cache", "compile")
 # Settings added after results were first written, with the value that means what a configuration
 # without them meant: left out of identities at that value, so earlier results keep their ids.
-ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None, "hidden": None, "normalise": True, "compile": False}
+ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None, "hidden": None, "normalise": True, "compile": False,
+               "validation": 0.0}
 
 
 def stable(config: dict) -> dict:
@@ -385,6 +402,9 @@ CLASS_IL_METRICS = (
 """The class-incremental papers' columns (sample-weighted, :mod:`continual.metrics`), shown when
 any result in the table recorded its test sizes."""
 _CLASS_IL_KEYS = {key for key, _, _ in CLASS_IL_METRICS}
+VALIDATION_METRICS = (("validation_accuracy", "val acc", 100.0),)
+"""The final average accuracy on the held-out validation split (:mod:`continual.validation`),
+shown when any result in the table has one."""
 
 
 def _class_il(r: Result) -> tuple[float, float]:
@@ -398,7 +418,8 @@ def summarize(results: Iterable[Result]) -> list[dict[str, object]]:
 
     ``average_incremental_accuracy`` and ``last_accuracy`` are the sample-weighted ones,
     computed from each result's matrix and test sizes; NaN (shown as a dash) unless every seed of
-    the row recorded its test sizes (``row["sized"]``).
+    the row recorded its test sizes (``row["sized"]``). ``validation_accuracy`` is the final
+    average accuracy on the validation split; NaN unless every seed of the row has one.
     """
     from .metrics import mean_ci
 
@@ -412,14 +433,18 @@ def summarize(results: Iterable[Result]) -> list[dict[str, object]]:
         for key, _, _ in TABLE_METRICS:
             values = [r.metrics[key] for r in group if key in r.metrics]
             row[key] = mean_ci(values) if values else (math.nan, math.nan)
+        validated = [r.validation["metrics"]["final_average_accuracy"] for r in group if r.validation]
+        row["validation_accuracy"] = mean_ci(validated) if len(validated) == len(group) else (math.nan, math.nan)
         row["time"] = mean_ci([float(r.timings.get("total_train", 0.0)) + float(r.timings.get("total_eval", 0.0)) for r in group])
         rows.append(row)
     return rows
 
 
 def _columns(rows: list[dict[str, object]]) -> tuple[tuple[str, str, float], ...]:
-    """The metric columns of a table: the class-incremental ones first when any row has test sizes."""
-    return (CLASS_IL_METRICS if any(r.get("sized") for r in rows) else ()) + TABLE_METRICS
+    """The metric columns of a table: the class-incremental ones first when any row has test sizes,
+    then the validation accuracy when any row has one."""
+    validated = any(not math.isnan(r.get("validation_accuracy", (math.nan,))[0]) for r in rows)
+    return (CLASS_IL_METRICS if any(r.get("sized") for r in rows) else ()) + (VALIDATION_METRICS if validated else ()) + TABLE_METRICS
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
@@ -443,8 +468,10 @@ def format_table(rows: list[dict[str, object]]) -> str:
     fmt = lambda line: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths)))  # noqa: E731
     lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(line) for line in body]
     note = "mean ± 95% CI over seeds (t distribution)" if any(r["seeds"] > 1 for r in rows) else "single seed"
-    if columns is not TABLE_METRICS:
+    if any(r.get("sized") for r in rows):
         note += "; avg inc acc and last acc over all test samples seen (sample-weighted)"
+    if VALIDATION_METRICS[0] in columns:
+        note += "; val acc on the held-out validation split (choose hyperparameters by it, report test)"
     return "\n".join(lines + [note])
 
 
@@ -463,7 +490,7 @@ def format_markdown(rows: list[dict[str, object]]) -> str:
         cells = [str(r["benchmark"]), str(r["scenario"]), str(r["strategy"]), str(r["seeds"])]
         for key, _, scale in columns + (("time", "", 1.0),):
             m, h = _cell(r.get(key, (math.nan, math.nan)), scale, 2 if key == "time" else 1)
-            cells.append((f"{m} ± {h}" if h else m) or ("-" if key in _CLASS_IL_KEYS else ""))
+            cells.append((f"{m} ± {h}" if h else m) or ("-" if key in _CLASS_IL_KEYS or key == "validation_accuracy" else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
