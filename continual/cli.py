@@ -513,7 +513,9 @@ def cmd_compare(args) -> int:
     from .validation import rank_rows
 
     results, out = _load_results(args)
-    rows = rank_rows(summarize(results), args.rank_by)  # best first
+    rows = summarize(results)
+    if args.rank_by is not None:
+        rows = rank_rows(rows, args.rank_by)  # best first
     settings = sorted({(r["benchmark"], r["scenario"]) for r in rows})
     for bench, scenario in settings:
         print(f"\n{bench} ({scenario}-incremental)")
@@ -683,9 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="table (mean ± 95%% CI over seeds), markdown/CSV and curves from results")
     _results_arguments(p, "compare.md/.csv and the PNGs")
-    p.add_argument("--rank-by", default="test", choices=("test", "validation"),
-                   help="order the rows by final average accuracy on the test split (default) or on the validation "
-                        "split (runs with --validation; how to choose hyperparameters without the test set)")
+    p.add_argument("--rank-by", default=None, choices=("test", "validation"),
+                   help="order the rows by final average accuracy on the validation split (runs with --validation; how "
+                        "to choose hyperparameters without the test set) or on the test split (default: no ranking)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")

@@ -250,9 +250,10 @@ def test_rank_by_validation_without_validation_names_the_results(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("continual: error: --rank-by validation: no validation accuracy for b/class without ")
     assert "with," not in err and err.count("\n") == 1
-    assert main(["compare", str(tmp_path)]) == 0  # by test: a dash where no validation
-    out = capsys.readouterr().out
-    assert table_order(out, ["with", "without"]) == ["without", "with"]
+    assert main(["compare", str(tmp_path)]) == 0  # no ranking by default: a dash where no validation
+    assert table_order(capsys.readouterr().out, ["with", "without"]) == ["with", "without"]
+    assert main(["compare", str(tmp_path), "--rank-by", "test"]) == 0
+    assert table_order(capsys.readouterr().out, ["with", "without"]) == ["without", "with"]
     with pytest.raises(ContinualError, match="--rank-by 'dev' is not accepted; expected one of test, validation"):
         rank_rows([], "dev")
 
