@@ -257,7 +257,7 @@ def result_name(resolved) -> str:
     from .results import config_id
 
     label = _slug(resolved.label or resolved.strategy)[:80]  # the hash keeps long labels apart
-    return f"{resolved.benchmark}_{resolved.scenario}_{label}_{config_id(resolved.to_dict())}_seed{resolved.seed}"
+    return f"{_slug(resolved.benchmark)[:80]}_{resolved.scenario}_{label}_{config_id(resolved.to_dict())}_seed{resolved.seed}"
 
 
 def _check_seeds(seeds: int, first: int = 0) -> None:
