@@ -610,8 +610,8 @@ def parse_spec(name: str) -> tuple[str, Path, dict]:
     trailing ``,key=value`` parts with a known key (``size``, ``test_fraction``, ``seed``,
     ``grey``) are options.
 
-    >>> parse_spec("permuted:data.npz")
-    ('permuted', PosixPath('data.npz'), {})
+    >>> parse_spec("split:/tmp,size=32,grey=no")
+    ('split', PosixPath('/tmp'), {'size': 32, 'grey': False})
 
     Raises:
         ContinualError: an unknown prefix, an empty or missing path, an unknown option; one line
@@ -635,6 +635,7 @@ def parse_spec(name: str) -> tuple[str, Path, dict]:
             options[key] = _option(key, value.strip(), name)
             parts.pop()
         rest = ",".join(parts)
+        options = dict(reversed(options.items()))  # in the order given
     if not rest.strip():
         raise ContinualError(f"benchmark {name!r} names no path; expected {FORMS}")
     path = Path(rest).expanduser()
