@@ -59,6 +59,7 @@ RESAMPLING = "Pillow's bilinear filter (antialiased when shrinking, as torchvisi
 # Defaults of a benchmark on the user's data: split-digits' hyperparameters.
 DEFAULT_EXPERIENCES, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_BATCH_SIZE = 5, 10, 0.05, 32
 _CACHE_SIZE = 4  # datasets kept in memory (most recently used)
+READ_THREADS = 8  # at most, to decode a folder's images (no more than the CPUs)
 
 
 @dataclass
@@ -279,6 +280,7 @@ def _check_fraction(test_fraction) -> float:
 
 
 _CACHE: OrderedDict[tuple, UserDataset] = OrderedDict()
+_RECORDS: dict[str, dict] = {}  # benchmark name -> provenance of the data it last read (see record)
 
 
 def _cached(key: tuple, load) -> UserDataset:
@@ -295,6 +297,7 @@ def _cached(key: tuple, load) -> UserDataset:
 def clear_cache() -> None:
     """Forget the datasets read so far (the next call reads the files again)."""
     _CACHE.clear()
+    _RECORDS.clear()
 
 
 def image_folder(root: str | os.PathLike, *, size: int | tuple[int, int] | None = None, test_fraction: float = 0.2,
@@ -331,8 +334,8 @@ def image_folder(root: str | os.PathLike, *, size: int | tuple[int, int] | None 
 
     Returns:
         A :class:`UserDataset`, normalised with the training pixels' per-channel mean and std.
-        ``source`` records the folder, a SHA-256 of every image's relative path and bytes, the
-        layout, split, colour and resize.
+        ``source`` records the folder, its ``fingerprint`` (a SHA-256 over every image's relative
+        path and the SHA-256 of its bytes, in sorted order), the layout, split, colour and resize.
 
     Raises:
         ContinualError: one line naming the folder or file: a missing or empty folder, no class
@@ -353,31 +356,39 @@ def image_folder(root: str | os.PathLike, *, size: int | tuple[int, int] | None 
     return _cached(key, lambda: _read_folder(root, layout, splits, ignored, pair, test_fraction, seed, grey))
 
 
+def _read_one(path: Path, grey, size) -> tuple[str, np.ndarray]:
+    """(SHA-256 of the file's bytes, the decoded image) of one file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ContinualError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return hashlib.sha256(raw).hexdigest(), _decode(path, raw, grey, size)
+
+
 def _read_folder(root: Path, layout: str, splits, ignored: int, size, test_fraction: float, seed: int, grey) -> UserDataset:
+    from concurrent.futures import ThreadPoolExecutor
+
     names = [c for c, _ in next(iter(splits.values()))]
     digest = hashlib.sha256()
-    arrays: dict[str, list[np.ndarray]] = {}
-    labels: dict[str, list[int]] = {}
+    arrays: dict[str, list[np.ndarray]] = {s: [] for s in splits}
+    labels: dict[str, list[int]] = {s: [] for s in splits}
+    jobs = [(s, label, path) for s, classes in splits.items() for label, (_, images) in enumerate(classes) for path in images]
     first: tuple[Path, tuple[int, int]] | None = None
-    for s, classes in splits.items():
-        arrays[s], labels[s] = [], []
-        for label, (_, images) in enumerate(classes):
-            for path in images:
-                try:
-                    raw = path.read_bytes()
-                except OSError as exc:
-                    raise ContinualError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-                digest.update(f"{path.relative_to(root).as_posix()}\0{len(raw)}\0".encode())
-                digest.update(raw)
-                a = _decode(path, raw, grey, size)
-                if first is None:
-                    first = (path, a.shape[:2])
-                elif a.shape[:2] != first[1]:
-                    (h0, w0), (h, w) = first[1], a.shape[:2]
-                    raise ContinualError(f"{path}: {w}x{h} pixels, but {first[0]} is {w0}x{h0}; images of differing sizes need "
-                                         f"size=N to resize them all to NxN (--benchmark split:{root},size=N)")
-                arrays[s].append(a)
-                labels[s].append(label)
+    # Pillow releases the GIL while it decodes and resizes: a few threads read a large folder faster.
+    pool = ThreadPoolExecutor(max_workers=min(READ_THREADS, os.cpu_count() or 1))
+    try:
+        for (s, label, path), (sha, a) in zip(jobs, pool.map(lambda job: _read_one(job[2], grey, size), jobs)):
+            digest.update(f"{path.relative_to(root).as_posix()}\0{sha}\n".encode())
+            if first is None:
+                first = (path, a.shape[:2])
+            elif a.shape[:2] != first[1]:
+                (h0, w0), (h, w) = first[1], a.shape[:2]
+                raise ContinualError(f"{path}: {w}x{h} pixels, but {first[0]} is {w0}x{h0}; images of differing sizes need "
+                                     f"size=N to resize them all to NxN (--benchmark split:{root},size=N)")
+            arrays[s].append(a)
+            labels[s].append(label)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error, the files not yet read are not read
     colour = any(a.ndim == 3 for s in arrays.values() for a in s)
 
     def stack(items: list[np.ndarray]) -> np.ndarray:
@@ -534,7 +545,8 @@ def _read_npz(path: Path) -> UserDataset:
         with np.load(io.BytesIO(raw), allow_pickle=False) as f:
             missing = [k for k in _KEYS if k not in f.files]
             if missing:
-                raise ContinualError(f"{path}: no array {missing[0]!r} (it holds {', '.join(f.files) or 'nothing'}); "
+                held = ", ".join(f.files[:5]) + (f" and {len(f.files) - 5} more" if len(f.files) > 5 else "") or "nothing"
+                raise ContinualError(f"{path}: no array {missing[0]!r} (it holds {held}); "
                                      f"expected {', '.join(_KEYS)} and optionally class_names")
             arrays = {k: f[k] for k in _KEYS}
             names = f["class_names"] if "class_names" in f.files else None
@@ -670,6 +682,7 @@ def benchmark(name: str):
 
     kind, path, options = parse_spec(name)
     dataset = load(path, **options)
+    _RECORDS[name] = {"benchmark": kind, "given": str(path), **({"options": options} if options else {}), **dataset.source}
     images = dataset.x_train.dim() == 4
     if kind == "rotated" and not images:
         raise ContinualError(f"benchmark {name!r}: rotated needs images, but {path} holds flat inputs of shape "
@@ -693,14 +706,18 @@ def benchmark(name: str):
 
 
 def record(benchmark_name: object) -> dict | None:
-    """The provenance of a benchmark on the user's data (its dataset's ``source`` and the form),
-    ``None`` for other names. Reads nothing when the data is already cached."""
+    """The provenance of a benchmark on the user's data: the form (``benchmark``: split, permuted
+    or rotated), the path as given, the options, and its dataset's ``source``; ``None`` for other
+    names. It describes the data as this process last read it for that name (what a run built
+    from it trained on, even if the files changed since), and reads the data only if never read.
+    """
     from .benchmarks import BENCHMARKS
 
     if not is_spec(benchmark_name) or benchmark_name in BENCHMARKS:
         return None
-    kind, path, options = parse_spec(str(benchmark_name))
-    return {"benchmark": kind, "given": str(path), **({"options": options} if options else {}), **load(path, **options).source}
+    if benchmark_name not in _RECORDS:
+        benchmark(str(benchmark_name))
+    return dict(_RECORDS[benchmark_name])
 
 
 __all__ = ["FORMS", "IMAGE_EXTENSIONS", "KINDS", "UserDataset", "benchmark", "clear_cache", "from_tensors", "image_folder",

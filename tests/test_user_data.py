@@ -398,3 +398,21 @@ def test_cli_list_names_the_forms(capsys):
 
     assert main(["list"]) == 0
     assert "split:PATH, permuted:PATH or rotated:PATH" in capsys.readouterr().out
+
+
+def test_npz_missing_key_lists_a_few(tmp_path):
+    np.savez(tmp_path / "many.npz", **{f"a{i}": np.zeros(1) for i in range(8)})
+    with _error(r"many\.npz: no array 'x_train' \(it holds a0, a1, a2, a3, a4 and 3 more\)"):
+        npz(tmp_path / "many.npz")
+
+
+def test_record_describes_the_data_a_run_read(tmp_path):
+    root = _folder(tmp_path / "p", classes=("a", "b"), per_class=2)
+    name = f"split:{root},size=4"
+    assert user_data.record("split-digits") is None
+    get_benchmark(name)
+    before = user_data.record(name)
+    assert before["benchmark"] == "split" and before["options"] == {"size": 4} and before["path"] == str(root.resolve())
+    _image(root / "a" / "0.png", 250)  # the files change after the run read them
+    assert user_data.record(name) == before
+    assert get_benchmark(name) and user_data.record(name)["fingerprint"] != before["fingerprint"]  # read again: the new data
