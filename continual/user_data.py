@@ -247,17 +247,13 @@ def _decode(path: Path, raw: bytes, grey: bool | None, size: tuple[int, int] | N
         raise ContinualError(f"{path}: not a readable image ({_one_line(exc)})") from None
 
 
-def _split_per_class(labels: np.ndarray, names: Sequence[str], dirs: Sequence[Path], test_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train and test indices: per class, a seeded permutation, ``round(n * test_fraction)``
-    images to the test split, but at least one to each split."""
+def _split_per_class(labels: np.ndarray, num_classes: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices: per class (of at least 2 samples), a seeded permutation,
+    ``round(n * test_fraction)`` samples to the test split, but at least one to each split."""
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for c in range(len(names)):
+    for c in range(num_classes):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        if len(idx) < 2:
-            raise ContinualError(f"{dirs[c]}: class {names[c]!r} has {len(idx)} image; a train and a test split need at least 2 "
-                                 "per class (or use the train/ and test/ folder layout)")
         n_test = min(max(int(round(len(idx) * test_fraction)), 1), len(idx) - 1)
         test.append(idx[:n_test])
         train.append(idx[n_test:])
@@ -369,6 +365,12 @@ def _read_folder(root: Path, layout: str, splits, ignored: int, size, test_fract
     from concurrent.futures import ThreadPoolExecutor
 
     names = [c for c, _ in next(iter(splits.values()))]
+    if len(names) < 2:
+        raise ContinualError(f"{root} holds one class folder ({names[0]!r}); a classification benchmark needs at least 2 classes")
+    for c, images in splits.get("all", ()):
+        if len(images) < 2:
+            raise ContinualError(f"{root / c}: class {c!r} has 1 image; a train and a test split need at least 2 per class "
+                                 "(or use the train/ and test/ folder layout)")
     digest = hashlib.sha256()
     arrays: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     labels: dict[str, list[int]] = {s: [] for s in splits}
@@ -398,17 +400,15 @@ def _read_folder(root: Path, layout: str, splits, ignored: int, size, test_fract
         return np.stack(items)[:, None]  # (N, 1, H, W)
 
     if layout == "class folders":
-        x, y = stack(arrays["all"]), np.asarray(labels["all"], dtype=np.int64)
-        dirs = [root / c for c in names]
-        tr, te = _split_per_class(y, names, dirs, test_fraction, seed)
-        x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
+        y = np.asarray(labels["all"], dtype=np.int64)
+        tr, te = _split_per_class(y, len(names), test_fraction, seed)
+        x_train, x_test = stack([arrays["all"][i] for i in tr]), stack([arrays["all"][i] for i in te])  # one copy of the pixels
+        y_train, y_test = y[tr], y[te]
         split = f"per class, seeded: round(n * {test_fraction:g}) of each class's n images to test (at least one in each split), seed {seed}"
     else:
         x_train, y_train = stack(arrays["train"]), np.asarray(labels["train"], dtype=np.int64)
         x_test, y_test = stack(arrays["test"]), np.asarray(labels["test"], dtype=np.int64)
         split = "as the train/ and test/ folders give it"
-    if len(names) < 2:
-        raise ContinualError(f"{root} holds one class folder ({names[0]!r}); a classification benchmark needs at least 2 classes")
     h, w = x_train.shape[2:]
     chosen = {None: "grey when every image is", True: "grey=True", False: "grey=False"}[grey]
     source = {
