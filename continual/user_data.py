@@ -553,6 +553,9 @@ def _read_npz(path: Path) -> UserDataset:
     except ContinualError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as exc:
+        if "allow_pickle" in str(exc):
+            raise ContinualError(f"{path}: holds object arrays (pickles), which are not read (unpickling can run code); "
+                                 "save numeric arrays, and class_names as strings") from None
         raise ContinualError(f"{path}: corrupt or unreadable .npz ({_one_line(exc)})") from None
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":

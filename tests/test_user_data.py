@@ -268,6 +268,7 @@ def _broken(tmp_path, **changes):
     ({"x_train": np.zeros((12, 2, 5, 5), dtype=np.uint8)}, r"x_train has shape \(12, 2, 5, 5\); expected"),
     ({"y_test": np.full(6, 9)}, r"y_test has label 9, which y_train has not"),
     ({"class_names": np.array(["a", "b"])}, r"label 2 has no class name"),
+    ({"class_names": np.array(["a", 1, None], dtype=object)}, r"bad\.npz: holds object arrays \(pickles\), which are not read"),
 ])
 def test_npz_broken(tmp_path, changes, match):
     path = _broken(tmp_path, **changes)
