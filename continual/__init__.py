@@ -7,6 +7,8 @@ the accuracy matrix and its metrics, baselines, plots and a CLI.
 __version__ = "0.1.0"
 
 from .benchmarks import BENCHMARKS, Benchmark, get_benchmark, make_stream
+from . import user_data
+from .user_data import UserDataset, from_tensors, image_folder, npz
 from .data import Dataset, RandomCropFlip, Transform, cifar10, cifar100, digits, fashion_mnist, mnist, synthetic
 from .errors import ContinualError
 from .experiment import RunConfig, run
@@ -58,4 +60,5 @@ __all__ = [
     "RandomCropFlip", "cifar10", "cifar100", "fashion_mnist", "mnist",
     "BiasCorrection", "NearestMeanClassifier", "WeightAligning", "classifiers", "last_accuracy", "memory_ledger",
     "old_new_accuracy", "seen_accuracy_curve", "DER", "GDumb", "ICaRL", "expansion",
+    "UserDataset", "from_tensors", "image_folder", "npz", "user_data",
 ]

@@ -68,11 +68,16 @@ def register(benchmark: Benchmark) -> Benchmark:
 
 
 def get_benchmark(name: str) -> Benchmark:
-    """The registered benchmark called ``name``; a clear error listing the names otherwise."""
-    try:
+    """The registered benchmark called ``name``, or one on the user's own data for ``split:PATH``,
+    ``permuted:PATH`` or ``rotated:PATH`` (an image folder or an .npz, :mod:`continual.user_data`,
+    read once per process); a clear error listing the names and forms otherwise."""
+    from . import user_data
+
+    if isinstance(name, str) and name in BENCHMARKS:
         return BENCHMARKS[name]
-    except KeyError:
-        raise ContinualError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}") from None
+    if user_data.is_spec(name):
+        return user_data.benchmark(name)
+    raise ContinualError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}, or {user_data.FORMS}")
 
 
 def _loader_kwargs(bench: Benchmark, *, root, download: bool, **load_kwargs) -> dict:

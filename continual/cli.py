@@ -327,7 +327,7 @@ def result_name(resolved) -> str:
     from .results import config_id
 
     label = _slug(resolved.label or resolved.strategy)[:80]  # the hash keeps long labels apart
-    return f"{resolved.benchmark}_{resolved.scenario}_{label}_{config_id(resolved.to_dict())}_seed{resolved.seed}"
+    return f"{_slug(resolved.benchmark)[:80]}_{resolved.scenario}_{label}_{config_id(resolved.to_dict())}_seed{resolved.seed}"
 
 
 def _check_seeds(seeds: int, first: int = 0) -> None:
@@ -573,6 +573,12 @@ def cmd_list(args) -> int:
         print(f"  {b.name:<18} {b.summary}")
         print(f"  {'':<18} scenarios: {', '.join(b.scenarios)}; {b.num_experiences} experiences; "
               f"model {b.model}, epochs {b.epochs}, lr {b.lr}, batch {b.batch_size}")
+    from .user_data import FORMS, LAYOUT
+
+    print(f"  {'your own data':<18} {FORMS}")
+    print(f"  {'':<18} image folders: {LAYOUT}; an .npz: x_train, y_train, x_test, y_test (optional class_names)")
+    print(f"  {'':<18} model convnet for colour images, mlp otherwise; epochs 10, lr 0.05, batch 32; "
+          "5 experiences (split: at most one per class)")
     print("strategies:")
     for s in STRATEGIES.values():
         params = ", ".join(f"{k}={v}" for k, v in s.defaults.items())
@@ -588,7 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="run a strategy on a benchmark for one or more seeds")
-    p.add_argument("--benchmark", default="split-digits", help="a benchmark name (see 'continual list')")
+    p.add_argument("--benchmark", default="split-digits", help="a benchmark name (see 'continual list'), or your own data: "
+                   "split:PATH, permuted:PATH or rotated:PATH, PATH an image folder (root/<class>/<image>, or "
+                   "root/train/... and root/test/...) or an .npz (x_train, y_train, x_test, y_test); options after "
+                   "commas, e.g. split:/data/flowers,size=32")
     p.add_argument("--strategy", default="finetune", help="a strategy name (see 'continual list')")
     p.add_argument("--scenario", default=None, help="class, task or domain (default: the benchmark's)")
     p.add_argument("--num-experiences", type=int, default=None, help="default: the benchmark's")
@@ -652,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("pretrain", help="train a backbone on some classes of a benchmark's dataset and save it")
-    p.add_argument("--benchmark", default="split-digits", help="the source dataset's benchmark (see 'continual list')")
+    p.add_argument("--benchmark", default="split-digits", help="the source dataset's benchmark (see 'continual list'; "
+                   "also split:PATH on your own data)")
     p.add_argument("--classes", default=None, help="comma-separated source labels, e.g. ones held out of the stream (default: all)")
     p.add_argument("--model", default=None, help="the backbone (default: the benchmark's)")
     p.add_argument("--epochs", type=int, default=None, help="default: the benchmark's")

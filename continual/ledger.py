@@ -205,18 +205,23 @@ def provenance(config: Mapping[str, object], stream: object, environment: Mappin
         ``{"augmentation", "normalisation", "batch_size", "epochs", "lr", "optimizer", "momentum",
         "weight_decay", "lr_schedule", "class_order": {"name", "seed", "order"}, "classes_per_experience",
         "seed", "model", "head", "classifier", "memory": {mem, mem_per_class, buffer, selection
-        present in the strategy's parameters}, "versions": {"continual", "torch", "python", "numpy"}}``.
+        present in the strategy's parameters}, "versions": {"continual", "torch", "python", "numpy"}}``;
+        for a benchmark on the user's data (``split:PATH``...) also ``"dataset"``: its path,
+        content fingerprint, class names and how it was read (:func:`continual.user_data.record`).
         ``class_order.name`` is ``"standard"`` (0..C-1), ``"random"`` (seed: the run's seed), a
         named order such as ``"icarl"`` (seed: its own, :data:`continual.streams.NAMED_ORDERS`)
         or ``"explicit"`` (a list given; seed ``None``); ``order`` is the resolved list.
     """
     import numpy as np
 
+    from .user_data import record
+
     experiences = list(stream) if stream is not None else []
     transform = getattr(experiences[0], "transform", None) if experiences else None
     params = config.get("params") or {}
     schedule = config.get("lr_schedule")
-    return {
+    dataset = record(config.get("benchmark"))  # the user's own data: its path, fingerprint and how it was read
+    return ({"dataset": dataset} if dataset else {}) | {
         "augmentation": describe_augmentation(getattr(transform, "augment", None)),
         "normalisation": describe_normalisation(transform),
         "batch_size": config.get("batch_size"),
