@@ -237,6 +237,8 @@ def batchable(config: RunConfig) -> str | None:
         return "feature_cache='on' trains a head on cached features; not batched"
     if cfg.pretrained or cfg.adapt_first:
         return "pretrained weights and first-session adaptation are not batched yet"
+    if cfg.online or cfg.blurry:
+        return "online and blurry streams are not batched (one seed at a time)"
     return None
 
 
