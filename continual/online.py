@@ -48,7 +48,8 @@ utils/online_sampler.py``, whose fixed-N-M branch is the i-Blurry sampler):
 
 The anytime log (:func:`empty_log`) is a dict of lists, one entry per evaluation point:
 ``samples`` (training samples seen), ``experience`` (the experience being trained),
-``seen_acc`` (accuracy on the test samples of the classes seen so far), ``stream_acc``
+``seen_acc`` (accuracy on the test samples of the classes seen so far; in the domain scenario,
+where every class comes at once, on the experiences reached), ``stream_acc``
 (accuracy on the test splits of the experiences reached so far), ``per_experience`` (the
 accuracy on each experience's test split), ``num_seen`` (classes seen); and ``boundaries``, the
 samples seen at the end of each experience. :mod:`continual.metrics` computes A_AUC, AAA and

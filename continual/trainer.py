@@ -6,7 +6,8 @@
 evaluating every experience's test split after each one (and once before training, for forward
 transfer).
 
-Plugins see seven hooks; each is optional and returns what it adds rather than editing the trainer:
+Plugins see seven hooks (online runs an eighth, ``new_classes``, below); each is optional and
+returns what it adds rather than editing the trainer:
 
 - ``before_experience(model, experience)`` -> new parameters for the optimizer, or ``None``
   (a new task head returns its parameters here; a class-incremental head's growth reaches the
@@ -71,6 +72,7 @@ knows the boundaries: after each experience the accuracy row is recorded as offl
 anytime evaluation at that point), so the accuracy matrix and forgetting are computed as usual.
 
 Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
+``"anytime"`` (online: an evaluation point, ``info``: experience, samples seen, seen-class accuracy),
 ``"epoch_end"`` (``info``: the experience's index, the epoch, its mean loss and its number of
 steps) and ``"experience_end"``.
 """
@@ -661,9 +663,11 @@ class Trainer:
         values = torch.stack([*counts, seen_hits, seen_total]).cpu().tolist()  # the one host sync
         sizes = [e.num_test for e in stream]
         per = [h / max(n, 1) for h, n in zip(values[:-2], sizes)]
-        reached = sum(sizes[: index + 1])
-        log_point(self.anytime, samples=self._seen_samples, experience=index, seen_acc=values[-2] / max(values[-1], 1),
-                  stream_acc=sum(values[: index + 1]) / max(reached, 1), per_experience=per, num_seen=len(self._seen))
+        stream_acc = sum(values[: index + 1]) / max(sum(sizes[: index + 1]), 1)
+        # the domain scenario has every class from the start: "seen" is the experiences reached
+        seen_acc = stream_acc if stream.scenario == "domain" else values[-2] / max(values[-1], 1)
+        log_point(self.anytime, samples=self._seen_samples, experience=index, seen_acc=seen_acc,
+                  stream_acc=stream_acc, per_experience=per, num_seen=len(self._seen))
         self._emit("anytime", experience=index, samples=self._seen_samples, seen_acc=self.anytime["seen_acc"][-1])
         self._anytime_seconds += time.perf_counter() - t0
         return per

@@ -343,3 +343,9 @@ def test_cli_online_blurry_run_prints_the_anytime_metrics_and_plots(tmp_path, ca
     r = load_result(path)
     assert r.config["online"] is True and r.config["blurry"] == "i-blurry-50-10"
     assert r.extra["anytime"]["samples"][0] == 100
+
+
+def test_domain_streams_run_online_and_seen_means_the_experiences_reached():
+    r = run(RunConfig(benchmark="permuted-digits", strategy="replay", online=True, eval_every=300, num_experiences=3, device="cpu"))
+    log = r.extra["anytime"]
+    assert r.config["head"] == "fixed" and log["seen_acc"] == log["stream_acc"]
