@@ -105,7 +105,8 @@ class RunConfig:
             SHA-256 verified); never otherwise.
         online: a single pass over the stream in small batches, task boundaries hidden from the
             methods, anytime evaluation (:mod:`continual.online`); ``epochs`` defaults to 1 and
-            ``batch_size`` to 10.
+            ``batch_size`` to 10. Each experience's samples come in one order drawn from ``seed``
+            (:func:`continual.online.shuffled`), or the blurry protocol's.
         eval_every: online: evaluate every this many training samples on the classes seen so far
             (``None``: at each experience's end only).
         train_passes: online: updates per incoming batch.
@@ -691,7 +692,11 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
     if cfg.blurry:
         from .online import make_blurry
 
-        stream = make_blurry(stream, cfg.blurry, seed=cfg.seed)
+        stream = make_blurry(stream, cfg.blurry, seed=cfg.seed)  # its own order within each experience
+    elif cfg.online:
+        from .online import shuffled
+
+        stream = shuffled(stream, seed=cfg.seed)  # one seeded order for the single pass
     first = stream[0]
     weights = resolve_weights(cfg.model, cfg.pretrained) if cfg.pretrained and is_weights_spec(cfg.pretrained) else None
     model_args: dict = {"hidden": tuple(cfg.hidden)} if cfg.hidden else {}

@@ -1,7 +1,8 @@
 """Online (task-free) continual learning: blurry-boundary streams and the run's anytime log.
 
 An online run (``Trainer(online=True)``, ``continual run --online``) passes once over the stream
-in its stored order, in small batches (10 by default), with ``train_passes`` updates per incoming
+in its stored order (a run draws that order with its seed, :func:`shuffled`, or takes the blurry
+protocol's), in small batches (10 by default), with ``train_passes`` updates per incoming
 batch, and evaluates every ``eval_every`` samples on the classes seen so far. The methods are not
 told where one experience ends and the next begins (unless ``boundaries=True``); the evaluator
 is, so the accuracy matrix at the end of each experience is still recorded. This module builds
@@ -236,6 +237,27 @@ def si_blurry(source: Stream | Dataset, *, disjoint: int = SI_BLURRY_DEFAULT[0],
     """
     parse_protocol(f"si-blurry-{disjoint}-{blurry}")
     return _build(_as_stream(source, num_experiences), protocol="si-blurry", disjoint=int(disjoint), blurry=int(blurry), seed=seed)
+
+
+def shuffled(stream: Stream, *, seed: int = 0) -> Stream:
+    """The stream with each experience's training samples in one seeded random order: the order
+    an online run passes through them once (a stream's stored order may be sorted by class).
+
+    >>> from continual import split, synthetic
+    >>> s = split(synthetic(num_features=4), 2)
+    >>> t = shuffled(s, seed=0)
+    >>> sorted(t[0].y_train.tolist()) == sorted(s[0].y_train.tolist()), t[0].y_train.tolist() != s[0].y_train.tolist()
+    (True, True)
+    """
+    from dataclasses import replace
+
+    g = torch.Generator().manual_seed(seed)
+    experiences = []
+    for e in stream:
+        order = torch.randperm(e.num_train, generator=g).to(e.device)
+        experiences.append(replace(e, x_train=e.x_train[order], y_train=e.y_train[order], t_train=e.t_train[order]))
+    return Stream(experiences, name=stream.name, scenario=stream.scenario, num_classes=stream.num_classes,
+                  class_order=stream.class_order)
 
 
 def make_blurry(stream: Stream, protocol: str, *, seed: int = 0) -> Stream:

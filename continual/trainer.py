@@ -56,7 +56,8 @@ epoch); each experience starts again from the base rate (each parameter group's 
 learning-rate scales of groups are kept).
 
 Online runs (``online=True``; :mod:`continual.online`): the same loop, one pass over each
-experience in its stored order (no shuffling; ``epochs`` must be 1), ``train_passes`` updates on
+experience in its stored order (no shuffling: the stream's order is the protocol's, see
+:func:`continual.online.shuffled`; ``epochs`` must be 1), ``train_passes`` updates on
 each incoming batch (its ``batch`` hooks run once per incoming batch; the joined batch is reused
 for every pass, and ``penalty``, ``before_step`` and ``after_step`` run at every update), and, with
 ``eval_every=K``, an evaluation every K training samples seen, written to :attr:`Trainer.anytime`

@@ -349,3 +349,14 @@ def test_domain_streams_run_online_and_seen_means_the_experiences_reached():
     r = run(RunConfig(benchmark="permuted-digits", strategy="replay", online=True, eval_every=300, num_experiences=3, device="cpu"))
     log = r.extra["anytime"]
     assert r.config["head"] == "fixed" and log["seen_acc"] == log["stream_acc"]
+
+
+def test_a_plain_split_stream_is_passed_once_in_a_seeded_order():
+    from continual.experiment import build
+
+    b = build(RunConfig(online=True, device="cpu", seed=4))
+    plain = build(RunConfig(device="cpu", seed=4))
+    for e, p in zip(b.stream, plain.stream):
+        assert sorted(e.y_train.tolist()) == sorted(p.y_train.tolist()) and not torch.equal(e.x_train, p.x_train)
+    again = build(RunConfig(online=True, device="cpu", seed=4))
+    assert all(torch.equal(e.x_train, a.x_train) for e, a in zip(b.stream, again.stream))
