@@ -147,7 +147,7 @@ LOG = {
     "seen_acc": [0.5, 0.8, 0.4, 0.6, 0.5, 0.7],
     "stream_acc": [0.5, 0.8, 0.5, 0.7, 0.4, 0.6],
     "per_experience": [[0.5, 0.0, 0.0], [0.8, 0.0, 0.0], [0.2, 0.8, 0.0],
-                       [0.6, 0.8, 0.0], [0.3, 0.5, 0.4], [0.5, 0.4, 0.9]],
+                       [0.6, 0.1, 0.0], [0.1, 0.5, 0.4], [0.5, 0.4, 0.9]],
     "num_seen": [2, 2, 4, 4, 6, 6],
 }
 
@@ -156,13 +156,14 @@ def test_anytime_metrics_on_a_hand_written_log():
     assert anytime_accuracy_auc(LOG) == pytest.approx((0.5 + 0.8 + 0.4 + 0.6 + 0.5 + 0.7) / 6, abs=1e-12)
     assert average_anytime_accuracy(LOG) == pytest.approx(3.5 / 6, abs=1e-12)
     assert anytime_accuracy_curve(LOG) == pytest.approx([0.5, 0.65, 0.6, 0.625, 0.58, 3.5 / 6], abs=1e-12)
-    # min-ACC_2: E_0 after sample 20 up to 40: min(0.2, 0.6) = 0.2
+    # min-ACC_2: E_0 after sample 20 up to 40 (not the 0.1 at 50): min(0.2, 0.6) = 0.2
     assert min_accuracy(LOG, 2) == pytest.approx(0.2, abs=1e-12)
-    # min-ACC_3: E_0 over 30..60: min(0.2, 0.6, 0.3, 0.5) = 0.2; E_1 over 50..60: min(0.5, 0.4) = 0.4
-    assert min_accuracy(LOG, 3) == pytest.approx(0.3, abs=1e-12)
+    # min-ACC_3: E_0 over 30..60: min(0.2, 0.6, 0.1, 0.5) = 0.1; E_1 over 50..60 (not its own end, 0.1 at 40):
+    # min(0.5, 0.4) = 0.4
+    assert min_accuracy(LOG, 3) == pytest.approx(0.25, abs=1e-12)
     assert worst_case_accuracy(LOG, 1) == pytest.approx(0.8, abs=1e-12)  # acc(E_1) at its end
-    assert worst_case_accuracy(LOG, 2) == pytest.approx(0.8 / 2 + 0.2 / 2, abs=1e-12)
-    assert worst_case_accuracy(LOG) == pytest.approx(0.9 / 3 + (2 / 3) * 0.3, abs=1e-12)
+    assert worst_case_accuracy(LOG, 2) == pytest.approx(0.1 / 2 + 0.2 / 2, abs=1e-12)
+    assert worst_case_accuracy(LOG) == pytest.approx(0.9 / 3 + (2 / 3) * 0.25, abs=1e-12)
 
 
 def test_anytime_metrics_refuse_bad_logs():
