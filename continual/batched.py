@@ -240,6 +240,8 @@ def batchable(config: RunConfig) -> str | None:
     if cfg.validation:
         return (f"validation={cfg.validation} holds out other samples for each seed (each trains on its own subset "
                 "and keeps its own validation matrix); not batched")
+    if cfg.online or cfg.blurry:
+        return "online and blurry streams are not batched (one seed at a time)"
     return None
 
 

@@ -368,6 +368,7 @@ def cmd_run(args) -> int:
         head=args.head, pretrained=args.pretrained, adapt_first=args.adapt_first, feature_cache=args.feature_cache, resize=args.resize,
         hidden=parse_ints(args.hidden, "--hidden"), normalise=args.normalise, compile=args.compile, seed=args.seed,
         validation=args.validation,
+        online=args.online, eval_every=args.eval_every, train_passes=args.train_passes, boundaries=args.boundaries, blurry=args.blurry,
     ).override(sets)  # --set seed=N is the first seed too
     _check_seeds(args.seeds, base.seed)
     workers = _check_workers(args.workers)
@@ -382,8 +383,23 @@ def cmd_run(args) -> int:
     if results is None:
         results = _run_many(configs, out, args.quiet, args.threads, workers)
     print(format_table(summarize(results)))
+    _print_anytime(results, out)
     print(f"results: {Path(args.out).resolve()}")
     return 0
+
+
+def _print_anytime(results, out: Path) -> None:
+    """Online runs: A_AUC, AAA and WC-Acc per run, and the plot of accuracy against samples seen."""
+    from .plot import save_anytime
+
+    online = [r for r in results if isinstance(r.extra.get("anytime"), dict)]
+    for r in online:
+        m = r.metrics
+        print(f"{r.label} seed {r.seed}: A_AUC {100 * m['anytime_accuracy_auc']:.1f}%  AAA {100 * m['average_anytime_accuracy']:.1f}%  "
+              f"WC-Acc {100 * m['worst_case_accuracy']:.1f}%  ({len(r.extra['anytime']['samples'])} evaluation points)")
+    if online:
+        first = online[0]
+        print(f"plot: {save_anytime(online, out / f'anytime_{_slug(first.benchmark)}_{_slug(first.label)}.png')}")
 
 
 def cmd_pretrain(args) -> int:
@@ -627,6 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", type=float, default=0.0, metavar="F",
                    help="hold out a fraction F (0 < F < 1) of each experience's training data, class-stratified and seeded, "
                         "and record the accuracy matrix on it beside the test matrix (default 0: off)")
+    p.add_argument("--online", action="store_true", help="online: one pass over the stream in small batches (default 10), "
+                   "task boundaries hidden from the methods, anytime metrics (A_AUC, AAA, WC-Acc) and their plot")
+    p.add_argument("--eval-every", type=int, default=None, metavar="K", help="online: evaluate every K samples on the classes "
+                   "seen so far (default: at each experience's end only)")
+    p.add_argument("--train-passes", type=int, default=1, metavar="N", help="online: updates per incoming batch (default 1)")
+    p.add_argument("--boundaries", action="store_true", help="online: tell the methods where experiences end "
+                   "(lets regularizers such as ewc run online)")
+    p.add_argument("--blurry", default=None, metavar="PROTOCOL", help="i-blurry-N-M (N%% disjoint classes, M%% of the "
+                   "others' samples in other experiences, e.g. i-blurry-50-10), si-blurry or si-blurry-N-M; split benchmarks")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs seed, seed+1, ...)")
     p.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
                    help="train the seeds together in one process: auto (on CUDA only: on a CPU it does not pay, "

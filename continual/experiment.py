@@ -109,6 +109,18 @@ class RunConfig:
             seeded by ``seed``), never train on it, and record the accuracy matrix on it beside the
             test matrix, for choosing hyperparameters without the test set; 0 (default) is off,
             else 0 < F < 1 (:mod:`continual.validation`).
+        online: a single pass over the stream in small batches, task boundaries hidden from the
+            methods, anytime evaluation (:mod:`continual.online`); ``epochs`` defaults to 1 and
+            ``batch_size`` to 10. Each experience's samples come in one order drawn from ``seed``
+            (:func:`continual.online.shuffled`), or the blurry protocol's.
+        eval_every: online: evaluate every this many training samples on the classes seen so far
+            (``None``: at each experience's end only).
+        train_passes: online: updates per incoming batch.
+        boundaries: online: tell the methods where experiences begin and end (regularizers
+            that consolidate per experience then run).
+        blurry: cut the stream again by a blurry protocol: ``"i-blurry-N-M"`` (e.g.
+            ``"i-blurry-50-10"``), ``"si-blurry"`` or ``"si-blurry-N-M"`` (class-incremental
+            split benchmarks; :func:`continual.online.make_blurry`, seeded with ``seed``).
     """
 
     benchmark: str = "split-digits"
@@ -146,6 +158,11 @@ class RunConfig:
     normalise: bool = True
     compile: bool = False
     validation: float = 0.0
+    online: bool = False
+    eval_every: int | None = None
+    train_passes: int = 1
+    boundaries: bool = False
+    blurry: str | None = None
 
     def resolve(self, *, here: bool = True) -> RunConfig:
         """A copy with every ``None`` default filled from the benchmark, every value checked.
@@ -201,6 +218,7 @@ class RunConfig:
                 raise ContinualError(f"resize={self.resize} applies to the torchvision models ({', '.join(TORCHVISION_MODELS)}); "
                                      f"model {model!r} takes the benchmark's images as they are")
         check_fraction(self.validation)
+        _check_online(self, bench, scenario, head, strategy)
         if self.feature_cache not in FEATURE_CACHE:
             raise ContinualError(f"feature_cache={self.feature_cache!r} is not accepted; expected one of {', '.join(FEATURE_CACHE)}")
         resolved = dataclasses.replace(
@@ -209,9 +227,9 @@ class RunConfig:
             head=head,
             num_experiences=self.num_experiences if self.num_experiences is not None else bench.num_experiences,
             model=model,
-            epochs=self.epochs if self.epochs is not None else bench.epochs,
+            epochs=self.epochs if self.epochs is not None else (1 if self.online else bench.epochs),
             lr=self.lr if self.lr is not None else bench.lr,
-            batch_size=self.batch_size if self.batch_size is not None else bench.batch_size,
+            batch_size=self.batch_size if self.batch_size is not None else (ONLINE_BATCH_SIZE if self.online else bench.batch_size),
             params=strategy.params(self.params),
             classifier=self.classifier if self.classifier is not None else strategy.classifier,
         )
@@ -262,9 +280,9 @@ class RunConfig:
         """
         kinds = {"epochs": int, "lr": float, "batch_size": int, "num_experiences": int, "momentum": float,
                  "weight_decay": float, "eval_batch_size": int, "seed": int, "lr_decay": float, "resize": int,
-                 "validation": float}
+                 "validation": float, "eval_every": int, "train_passes": int}
         texts = {"benchmark", "strategy", "scenario", "model", "optimizer", "device", "label", "data_root", "head", "pretrained",
-                 "split", "lr_schedule", "classifier", "feature_cache"}
+                 "split", "lr_schedule", "classifier", "feature_cache", "blurry"}
         lists = {"increments", "classes", "milestones", "hidden"}
         changes: dict[str, object] = {}
         for key, value in values.items():
@@ -291,7 +309,7 @@ class RunConfig:
         return dataclasses.replace(self, **changes, params=params)
 
 
-_BOOLS = ("adapt_first", "compile", "download", "normalise")  # RunConfig's yes/no settings
+_BOOLS = ("adapt_first", "compile", "download", "normalise", "online", "boundaries")  # RunConfig's yes/no settings
 SEED_MAX = 2**63 - 1  # seeds are 0..2**63-1: PyTorch and NumPy take them, and seed + k stays in an int64
 MAX_SEEDS = 10_000  # seeds per command or sweep: more would take weeks; a larger number is a typo
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # lr and weight decay scale float32 tensors
@@ -310,6 +328,42 @@ LIMITS: dict[str, Range] = {
 }
 """The accepted range of each numeric :class:`RunConfig` field, checked by :meth:`RunConfig.resolve`."""
 CLASSIFIERS = ("linear", "nme", "both")
+
+
+ONLINE_BATCH_SIZE = 10  # an online run's default batch (i-Blurry; ER-ACE's AML main.py)
+
+
+def _check_online(cfg: RunConfig, bench, scenario: str, head: str, strategy) -> None:
+    """The online settings (``online``, ``eval_every``, ``train_passes``, ``boundaries``,
+    ``blurry``), each refused in one line where it cannot apply. Plugins that need experience
+    boundaries are refused by the trainer, naming the plugin."""
+    from .online import parse_protocol
+
+    for key in ("eval_every", "train_passes"):
+        value = getattr(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ContinualError(f"{key}={value!r} must be a positive whole number" + (" of samples" if key == "eval_every" else ""))
+    if not cfg.online and (cfg.eval_every is not None or cfg.train_passes != 1 or cfg.boundaries):
+        raise ContinualError("eval_every, train_passes and boundaries apply to online runs; add --online (online=True)")
+    if cfg.blurry is not None:
+        parse_protocol(cfg.blurry)
+        if bench.kind != "split" or scenario != "class":
+            raise ContinualError(f"blurry={cfg.blurry!r} cuts a class-incremental split benchmark; {bench.name!r} in scenario "
+                                 f"{scenario!r} is not one")
+    if not cfg.online:
+        return
+    if strategy.schedule != "sequential":
+        raise ContinualError(f"strategy {strategy.name!r} trains on several experiences at once ({strategy.schedule}); "
+                             "an online run is one pass over the stream: use finetune, replay, er-ace or der++")
+    if cfg.epochs is not None and cfg.epochs != 1:
+        raise ContinualError(f"epochs={cfg.epochs}: an online run is a single pass; use --train-passes for repeated updates per batch")
+    if head not in ("incremental", "fixed"):
+        raise ContinualError(f"head {head!r} grows per experience; an online run grows head 'incremental' as classes "
+                             "arrive (or use 'fixed')")
+    if cfg.classifier not in (None, "linear"):
+        raise ContinualError(f"classifier={cfg.classifier!r}: an online run evaluates the model's argmax ('linear') at every point")
+    if cfg.adapt_first:
+        raise ContinualError("adapt_first trains on the first experience before the stream starts; not in an online run")
 
 
 def _resolve_cut(cfg: RunConfig, bench, *, num_experiences_given: bool) -> RunConfig:
@@ -469,7 +523,7 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-RESERVED_EXTRA = {"memory", "by_step", "resumed"}  # keys of Result.extra the run writes itself
+RESERVED_EXTRA = {"memory", "by_step", "resumed", "anytime"}  # keys of Result.extra the run writes itself
 CHECKPOINT_FORMAT = "continual.checkpoint"
 CHECKPOINT_VERSION = 2  # 2: the fixed-capacity incremental head (version 1 held one block of rows per growth)
 
@@ -648,6 +702,14 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         raise ContinualError(f"benchmark {cfg.benchmark!r} produced an empty stream")
     if not cfg.normalise:
         stream = _unnormalised(stream)
+    if cfg.blurry:
+        from .online import make_blurry
+
+        stream = make_blurry(stream, cfg.blurry, seed=cfg.seed)  # its own order within each experience
+    elif cfg.online:
+        from .online import shuffled
+
+        stream = shuffled(stream, seed=cfg.seed)  # one seeded order for the single pass
     validation = None
     if cfg.validation:  # held out before anything sees the stream: nothing trains on it
         stream, validation = split_stream(stream, cfg.validation, seed=cfg.seed)
@@ -663,7 +725,8 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
     context = Context(stream=stream, device=device, seed=cfg.seed)
     plugins = strategy.make_plugins(dict(cfg.params), context)
     if cfg.head != "fixed":
-        grow_head(model, first)  # the first experience's classes, before the random-init evaluation
+        if not cfg.online or cfg.boundaries:  # online: the head grows as classes arrive, from the first batch on
+            grow_head(model, first)  # the first experience's classes, before the random-init evaluation
         plugins = [HeadExpansion(model), *plugins]
     if cfg.classifier in ("nme", "both"):
         from .classifiers import NearestMeanClassifier
@@ -710,7 +773,7 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, eval_batch_size=cfg.eval_batch_size,
         device=device, seed=cfg.seed, plugins=plugins, callbacks=callbacks, lr_schedule=cfg.lr_schedule,
         milestones=cfg.milestones, lr_decay=cfg.lr_decay, classifier="linear" if cfg.classifier == "both" else cfg.classifier,
-        compile=cfg.compile,
+        compile=cfg.compile, online=cfg.online, eval_every=cfg.eval_every, train_passes=cfg.train_passes, boundaries=cfg.boundaries,
     )
     if lr_groups:
         from .transfer import scale_lr
@@ -821,10 +884,16 @@ def run(
     classifiers = {name: classifier_record(m, test_sizes) for name, m in trainer.matrices.items()}  # those besides acc's
     extra["memory"] = memory_ledger(model, plugins)
     extra["by_step"] = by_step(acc.values, test_sizes)  # seen / old / new classes' accuracy after each step
+    metrics = summary(acc.values, acc.random_init, test_sizes=test_sizes)
+    if cfg.online:
+        from .metrics import anytime_summary
+
+        extra["anytime"] = trainer.anytime  # the evaluation points (continual.online)
+        metrics |= anytime_summary(trainer.anytime)
     env = environment(device)
     return Result(
         config=cfg.to_dict(), seed=cfg.seed, acc_matrix=acc.tolist(), random_init=acc.random_init.tolist(),
-        metrics=summary(acc.values, acc.random_init, test_sizes=test_sizes), timings=timings,
+        metrics=metrics, timings=timings,
         penalties=trainer.penalties, extra=extra, environment=env,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), test_sizes=test_sizes,
         classifiers=classifiers, provenance=provenance(cfg.to_dict(), built.source, env) | records,

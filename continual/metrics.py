@@ -414,3 +414,110 @@ class AccuracyMatrix:
 
     def __repr__(self) -> str:
         return f"AccuracyMatrix({np.array2string(self.values, precision=3)})"
+
+
+# ------------------------------------------------------------------ anytime metrics (online runs)
+def _anytime(log: dict) -> dict:
+    from .online import check_log
+
+    return check_log(log)
+
+
+def anytime_accuracy_auc(log: dict) -> float:
+    """A_AUC: the mean over the evaluation points of the accuracy on the test samples of the
+    classes seen so far (Koh et al., ICLR 2022; ``naver-ai/i-Blurry:main.py`` averages the
+    accuracies it evaluates every ``eval_period`` samples). ``log`` is an anytime log
+    (:mod:`continual.online`).
+
+    >>> anytime_accuracy_auc({"samples": [10, 20], "experience": [0, 0], "seen_acc": [0.5, 0.7], "stream_acc": [0.5, 0.7],
+    ...                       "per_experience": [[0.5], [0.7]], "num_seen": [2, 2], "boundaries": [20]})
+    0.6
+    """
+    return float(np.mean(_anytime(log)["seen_acc"]))
+
+
+def anytime_accuracy_curve(log: dict) -> np.ndarray:
+    """The running mean of the stream accuracy over the evaluation points: AAA after each point
+    (Caccia et al., ICLR 2022, "New Insights on Reducing Abrupt Representation Change in Online
+    Continual Learning", Eq. of the average anytime accuracy)."""
+    acc = np.asarray(_anytime(log)["stream_acc"], dtype=float)
+    return np.cumsum(acc) / np.arange(1, len(acc) + 1)
+
+
+def average_anytime_accuracy(log: dict) -> float:
+    """AAA (Caccia et al., ICLR 2022): the mean, over every evaluation point, of the accuracy on
+    the test splits of the experiences reached so far (the last value of
+    :func:`anytime_accuracy_curve`).
+
+    >>> average_anytime_accuracy({"samples": [10, 20, 30], "experience": [0, 1, 1], "seen_acc": [0.9, 0.6, 0.6],
+    ...                           "stream_acc": [0.8, 0.5, 0.5], "per_experience": [[0.8, 0.0], [0.5, 0.5], [0.4, 0.6]],
+    ...                           "num_seen": [2, 4, 4], "boundaries": [10, 30]})
+    0.6
+    """
+    return float(anytime_accuracy_curve(log)[-1])
+
+
+def min_accuracy(log: dict, k: int | None = None) -> float:
+    """min-ACC_k (De Lange et al., ICLR 2023, "Continual evaluation for lifelong learning: identifying
+    the stability gap"): the mean over the past experiences ``i < k`` (1-based: the first ``k - 1``)
+    of the lowest accuracy on ``E_i`` at any evaluation point after ``E_i`` was learned (samples
+    seen strictly past its boundary) and up to the end of ``E_k``.
+
+    Args:
+        log: an anytime log with ``boundaries`` (samples seen at the end of each experience).
+        k: experiences learned (default: every experience whose boundary the log holds).
+
+    Raises:
+        ContinualError: for ``k`` out of ``2..len(boundaries)``, or a past experience with no
+            evaluation point after it.
+    """
+    log = _anytime(log)
+    bounds = list(log["boundaries"])
+    k = len(bounds) if k is None else int(k)
+    if not 2 <= k <= len(bounds):
+        raise ContinualError(f"min-ACC_k needs k in 2..{len(bounds)} (experiences learned, with a past one); got k={k}")
+    samples, per = np.asarray(log["samples"]), log["per_experience"]
+    lows = []
+    for i in range(k - 1):
+        points = np.nonzero((samples > bounds[i]) & (samples <= bounds[k - 1]))[0]
+        if len(points) == 0:
+            raise ContinualError(f"anytime log: no evaluation point after experience {i} (boundary {bounds[i]}) up to {bounds[k - 1]}")
+        lows.append(min(per[p][i] for p in points))
+    return float(np.mean(lows))
+
+
+def worst_case_accuracy(log: dict, k: int | None = None) -> float:
+    """WC-Acc_k = (1/k) acc(E_k) + (1 - 1/k) min-ACC_k (De Lange et al., ICLR 2023): the accuracy on
+    the k-th experience (1-based) at its end, traded against the worst accuracy each earlier
+    experience fell to since it was learned (:func:`min_accuracy`). ``k = 1`` gives acc(E_1).
+
+    Args:
+        log: an anytime log; acc(E_k) is read at its last evaluation point up to ``boundaries[k-1]``
+            (the trainer logs a point at every experience's end).
+        k: experiences learned (default: all the log's boundaries).
+
+    >>> log = {"samples": [10, 20, 30, 40], "experience": [0, 0, 1, 1], "seen_acc": [0.0] * 4, "stream_acc": [0.0] * 4,
+    ...        "per_experience": [[0.6, 0.0], [0.8, 0.1], [0.3, 0.5], [0.5, 0.9]], "num_seen": [2] * 4, "boundaries": [20, 40]}
+    >>> round(worst_case_accuracy(log), 6)  # (1/2) 0.9 + (1/2) min(0.3, 0.5)
+    0.6
+    """
+    log = _anytime(log)
+    bounds = list(log["boundaries"])
+    k = len(bounds) if k is None else int(k)
+    if not 1 <= k <= len(bounds):
+        raise ContinualError(f"WC-Acc_k needs k in 1..{len(bounds)} (experiences learned); got k={k}")
+    samples = np.asarray(log["samples"])
+    at_end = np.nonzero(samples <= bounds[k - 1])[0]
+    if len(at_end) == 0:
+        raise ContinualError(f"anytime log: no evaluation point by the end of experience {k - 1}")
+    current = float(log["per_experience"][at_end[-1]][k - 1])
+    if k == 1:
+        return current
+    return current / k + (1 - 1 / k) * min_accuracy(log, k)
+
+
+def anytime_summary(log: dict) -> dict[str, float]:
+    """The online run's headline metrics: ``anytime_accuracy_auc`` (A_AUC),
+    ``average_anytime_accuracy`` (AAA) and ``worst_case_accuracy`` (WC-Acc after the last experience)."""
+    return {"anytime_accuracy_auc": anytime_accuracy_auc(log), "average_anytime_accuracy": average_anytime_accuracy(log),
+            "worst_case_accuracy": worst_case_accuracy(log)}

@@ -1,6 +1,7 @@
 """Figures from results: accuracy-over-tasks curves, per-experience curves, accuracy-matrix heatmaps,
 the class-incremental curve (accuracy over all test samples seen, sample-weighted), and labelled
-bars of a few accuracies (:func:`plot_bars`, the README's recipes).
+bars of a few accuracies (:func:`plot_bars`, the README's recipes), and online runs' anytime
+accuracy against samples seen (:func:`plot_anytime`).
 
 Every function draws into the ``ax`` it is given (or a new figure's) and returns the figure; none
 calls ``plt.show()``. Curves over seeds show the mean and a band: by default the 95% confidence
@@ -235,6 +236,44 @@ def plot_bars(values: Mapping[str, float | None] | Mapping[str, Mapping[str, flo
     return fig
 
 
+def plot_anytime(results: Sequence[Result], *, ax=None, title: str | None = None):
+    """Accuracy on the classes seen so far against training samples seen, one line per online run
+    (its ``extra["anytime"]`` log, :mod:`continual.online`), with dotted lines at the experiences'
+    ends; the legend gives each run's A_AUC, AAA and WC-Acc.
+
+    Raises:
+        ContinualError: when no result holds an anytime log (not an online run).
+    """
+    from .metrics import anytime_summary
+
+    runs = [r for r in results if isinstance(r.extra.get("anytime"), dict)]
+    if not runs:
+        raise ContinualError("no result holds an anytime log; run with --online")
+    fig, ax = _axes(ax, size=(7, 4))
+    for r in runs:
+        log = r.extra["anytime"]
+        m = anytime_summary(log)
+        label = (f"{r.label} seed {r.seed}: A_AUC {100 * m['anytime_accuracy_auc']:.1f}, AAA {100 * m['average_anytime_accuracy']:.1f}, "
+                 f"WC-Acc {100 * m['worst_case_accuracy']:.1f}")
+        ax.plot(log["samples"], 100 * np.asarray(log["seen_acc"]), marker=".", markersize=3, linewidth=1, label=label)
+    for b in runs[0].extra["anytime"]["boundaries"][:-1]:
+        ax.axvline(b, color="0.7", linestyle=":", linewidth=1)
+    ax.set_xlabel("training samples seen")
+    ax.set_ylabel("accuracy on the classes seen (%)")
+    ax.set_ylim(0, 100)
+    protocol = runs[0].config.get("blurry")
+    ax.set_title(title or f"{runs[0].benchmark}{' ' + protocol if protocol else ''}, online: anytime accuracy "
+                 "(dotted: experience ends)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def save_anytime(results: Sequence[Result], path: str | Path) -> Path:
+    """Write :func:`plot_anytime` of ``results`` to the PNG ``path`` (atomically) and return it."""
+    return _save(plot_anytime(results), Path(path))
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
@@ -271,6 +310,9 @@ def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = 
             mean = np.mean([r.acc_matrix for r in runs], axis=0)
             fig = plot_accuracy_matrix(mean, title=f"{label} on {bench} ({scenario}), mean of {len(runs)} (%)")
             written.append(_save(fig, out / f"matrix_{stem}.png"))
+        online = [r for r in group if isinstance(r.extra.get("anytime"), dict)]
+        if online:  # online runs: accuracy against samples seen
+            written.append(_save(plot_anytime(online), out / f"anytime_{_slug(bench)}_{scenario}.png"))
     return written
 
 

@@ -327,7 +327,7 @@ NOT_IDENTITY = ("seed", "data_root", "download", "feature_cache", "compile")
 # Settings added after results were first written, with the value that means what a configuration
 # without them meant: left out of identities at that value, so earlier results keep their ids.
 ADDED_LATER = {"adapt_first": False, "feature_cache": "auto", "resize": None, "hidden": None, "normalise": True, "compile": False,
-               "validation": 0.0}
+               "validation": 0.0, "online": False, "eval_every": None, "train_passes": 1, "boundaries": False, "blurry": None}
 
 
 def stable(config: dict) -> dict:

@@ -6,7 +6,8 @@
 evaluating every experience's test split after each one (and once before training, for forward
 transfer).
 
-Plugins see seven hooks; each is optional and returns what it adds rather than editing the trainer:
+Plugins see seven hooks (online runs an eighth, ``new_classes``, below); each is optional and
+returns what it adds rather than editing the trainer:
 
 - ``before_experience(model, experience)`` -> new parameters for the optimizer, or ``None``
   (a new task head returns its parameters here; a class-incremental head's growth reaches the
@@ -54,7 +55,25 @@ times ``lr_decay ** (milestones <= e)`` (``"step"``, PyTorch's ``MultiStepLR``) 
 epoch); each experience starts again from the base rate (each parameter group's own, so
 learning-rate scales of groups are kept).
 
+Online runs (``online=True``; :mod:`continual.online`): the same loop, one pass over each
+experience in its stored order (no shuffling: the stream's order is the protocol's, see
+:func:`continual.online.shuffled`; ``epochs`` must be 1), ``train_passes`` updates on
+each incoming batch (its ``batch`` hooks run once per incoming batch; the joined batch is reused
+for every pass, and ``penalty``, ``before_step`` and ``after_step`` run at every update), and, with
+``eval_every=K``, an evaluation every K training samples seen, written to :attr:`Trainer.anytime`
+(samples seen, accuracy on the test samples of the classes seen so far, accuracy on the
+experiences reached, accuracy per experience). Task boundaries are hidden: ``before_experience``,
+``experience_data`` and ``after_experience`` are not called unless ``boundaries=True``, and a
+plugin that needs them is refused with a one-line reason unless it declares ``task_free = True``
+(the head expansion; ER with a reservoir buffer). Instead, an eighth hook,
+``new_classes(model, classes)`` -> new parameters or ``None``, is called before the batch in which
+classes not seen before first arrive (known ahead from one host transfer of the experience's
+labels: no host sync per batch), so a class-incremental head grows task-free. The evaluator still
+knows the boundaries: after each experience the accuracy row is recorded as offline (it is the
+anytime evaluation at that point), so the accuracy matrix and forgetting are computed as usual.
+
 Callbacks are read-only observers: ``callback(event, info)`` with events ``"experience_start"``,
+``"anytime"`` (online: an evaluation point, ``info``: experience, samples seen, seen-class accuracy),
 ``"epoch_end"`` (``info``: the experience's index, the epoch, its mean loss and its number of
 steps) and ``"experience_end"``.
 """
@@ -78,7 +97,8 @@ from .metrics import AccuracyMatrix
 from .models import forward, sync_optimizer
 from .streams import Experience, Stream, concat
 
-HOOKS = ("before_experience", "experience_data", "batch", "penalty", "before_step", "after_step", "after_experience")
+HOOKS = ("before_experience", "experience_data", "batch", "penalty", "before_step", "after_step", "after_experience", "new_classes")
+BOUNDARY_HOOKS = ("before_experience", "experience_data", "after_experience")  # hidden from the methods in an online run
 LR_SCHEDULES = ("constant", "step", "cosine")
 Schedule = Literal["sequential", "cumulative", "joint"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
@@ -111,6 +131,9 @@ class Plugin:
         return None
 
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
+        return None
+
+    def new_classes(self, model: nn.Module, classes: list[int]) -> Iterable[nn.Parameter] | None:
         return None
 
 
@@ -210,6 +233,11 @@ class Trainer:
         lr_decay: the factor of each ``"step"`` milestone.
         classifier: the classifier whose matrix :meth:`run` returns: ``"linear"`` (the model's
             argmax) or the ``classifier`` name of an evaluation plugin (``"nme"``).
+        online: a single pass in the stream's order with anytime evaluation (see the module docstring).
+        eval_every: online: evaluate every this many training samples (``None``: at each
+            experience's end only).
+        train_passes: online: updates on each incoming batch (i-Blurry's ``online_iter``).
+        boundaries: online: tell the plugins where experiences begin and end.
         compile: run the training steps' forward (and so backward) through ``torch.compile`` of
             the model; evaluation and the plugins use the model itself. The growing head's fixed
             capacity keeps the step's shapes static (a last, smaller batch of an epoch compiles a
@@ -245,6 +273,10 @@ class Trainer:
         lr_decay: float = 0.1,
         classifier: str = "linear",
         compile: bool = False,
+        online: bool = False,
+        eval_every: int | None = None,
+        train_passes: int = 1,
+        boundaries: bool = False,
     ) -> None:
         for key, value in (("lr", lr), ("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not value > 0:
@@ -280,6 +312,13 @@ class Trainer:
             raise ContinualError(f"classifier {classifier!r} has no plugin; expected 'linear'"
                                  f"{''.join(', ' + repr(k) for k in self.classifiers)}")
         self.classifier = classifier
+        self.online, self.eval_every, self.train_passes, self.boundaries = bool(online), eval_every, int(train_passes), bool(boundaries)
+        self._check_online()
+        self.anytime: dict | None = None  # the online run's anytime log (continual.online.empty_log)
+        self._seen: set[int] = set()  # online: classes seen in training so far
+        self._seen_samples = 0  # online: training samples seen so far
+        self._anytime_stream: Stream | None = None
+        self._anytime_seconds = 0.0  # online: evaluation time inside the current experience
         self.matrices: dict[str, AccuracyMatrix] = {}  # the other classifiers' accuracy matrices, by name
         self.timings = Timings()
         self.penalties: dict[str, list[float]] = {}
@@ -289,6 +328,33 @@ class Trainer:
         self._compiled = torch.compile(self.model) if compile else None
 
     # ----------------------------------------------------------------- helpers
+    def _check_online(self) -> None:
+        """Refuse online settings without ``online``, and plugins an online run cannot serve, in one line."""
+        if not isinstance(self.train_passes, int) or self.train_passes < 1:
+            raise ContinualError(f"train_passes={self.train_passes!r} must be a positive number of updates per incoming batch")
+        if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1):
+            raise ContinualError(f"eval_every={self.eval_every!r} must be a positive number of samples (or None: at each experience's end)")
+        if not self.online:
+            if self.eval_every is not None or self.train_passes != 1 or self.boundaries:
+                raise ContinualError("eval_every, train_passes and boundaries apply to online runs; pass online=True (--online)")
+            return
+        if self.epochs != 1:
+            raise ContinualError(f"epochs={self.epochs}: an online run is a single pass over the stream; use epochs=1 "
+                                 "(train_passes repeats the updates on each incoming batch)")
+        for p in self.plugins:
+            name = getattr(p, "name", type(p).__name__)
+            if getattr(p, "rebuilds_optimizer", False) or getattr(p, "skips_training", False):
+                raise ContinualError(f"plugin {name!r} rebuilds or fits its model at experience boundaries (e.g. GDumb retrains from "
+                                     "scratch before each evaluation): it has no single-pass online form")
+            if getattr(p, "classifier", None) and callable(getattr(p, "predict", None)):
+                raise ContinualError(f"plugin {name!r} is an evaluation classifier ({p.classifier!r}); an online run evaluates "
+                                     "the model's own argmax at every anytime point")
+            used = [h for h in BOUNDARY_HOOKS if _hooks([p], h)]
+            if used and not self.boundaries and not getattr(p, "task_free", False):
+                raise ContinualError(f"plugin {name!r} acts at experience boundaries ({', '.join(used)}), which an online run hides; "
+                                     "pass boundaries=True (--boundaries) or use a task-free strategy "
+                                     "(finetune, replay with a reservoir buffer, er-ace, der++)")
+
     def _new_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         kind, lr, momentum, weight_decay = self._optimizer_settings
         if kind == "sgd":
@@ -385,6 +451,8 @@ class Trainer:
             "matrices": {name: {"values": torch.from_numpy(m.values.copy()), "random_init": torch.from_numpy(m.random_init.copy())}
                          for name, m in self.matrices.items()},
         }
+        if self.online:  # the anytime log and where the stream stands (plain values)
+            state["online"] = {"anytime": self.anytime, "seen": sorted(self._seen), "samples": self._seen_samples}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -418,6 +486,12 @@ class Trainer:
         self.penalties = {k: list(v) for k, v in state["penalties"].items()}
         self.matrices = {name: AccuracyMatrix.from_rows(m["values"].numpy(), m["random_init"].numpy())
                          for name, m in state.get("matrices", {}).items()}
+        if self.online:
+            if not isinstance(state.get("online"), dict):
+                raise ContinualError("cannot resume an online run from a checkpoint of an offline one (no anytime log)")
+            online = state["online"]
+            self.anytime = online["anytime"]
+            self._seen, self._seen_samples = {int(c) for c in online["seen"]}, int(online["samples"])
 
     # -------------------------------------------------------------- training
     def fit(self, experience: Experience) -> None:
@@ -425,9 +499,11 @@ class Trainer:
         experience = experience.to(self.device)
         hooks = self._hooks
         plugin_time = 0.0
+        online, told = self.online, not self.online or self.boundaries  # told: the plugins see the boundaries
+        self._anytime_seconds = 0.0
         self._sync()
         start = time.perf_counter()
-        for _, hook in hooks["before_experience"]:
+        for _, hook in hooks["before_experience"] if told else ():
             new = hook(self.model, experience)
             if new:
                 self._add_group(list(new))
@@ -435,7 +511,7 @@ class Trainer:
         if self._rebuilds:  # a new optimizer over the parameters that train now (DER, GDumb)
             self.optimizer = self._new_optimizer([p for p in self.model.parameters() if p.requires_grad])
             self._added_groups = []
-        for _, hook in hooks["experience_data"]:
+        for _, hook in hooks["experience_data"] if told else ():
             chosen = hook(experience)
             if chosen is not None:
                 experience = chosen
@@ -447,59 +523,77 @@ class Trainer:
         if n == 0:
             raise ContinualError(f"experience {experience.index} has no training samples")
         penalty_sums = {name: torch.zeros((), device=self.device) for name, _ in hooks["penalty"]}
+        passes = self.train_passes
+        if online:  # classes first seen in each batch, read ahead (one host transfer; no sync per batch)
+            from .online import arrivals
+
+            grow = arrivals(y_all, self._seen, bs)
         model.train()
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])  # each group's own rate, before any schedule
         for epoch in range(0 if self._no_training else self.epochs):
             self._set_lr(epoch)
-            order = torch.randperm(n, generator=self.generator).to(self.device)
+            order = None if online else torch.randperm(n, generator=self.generator).to(self.device)  # online: the stream's order
             loss_sum = torch.zeros((), device=self.device)
             for s in range(0, n, bs):
-                idx = order[s : s + bs]
-                x, y, t = x_all[idx], y_all[idx], t_all[idx]
+                if online and s in grow:  # classes arriving in this batch: the head grows task-free
+                    h0 = time.perf_counter()
+                    self._new_classes(grow[s])
+                    opt = self.optimizer
+                    plugin_time += time.perf_counter() - h0
+                if order is None:
+                    x, y, t = x_all[s : s + bs], y_all[s : s + bs], t_all[s : s + bs]
+                else:
+                    idx = order[s : s + bs]
+                    x, y, t = x_all[idx], y_all[idx], t_all[idx]
                 for _, hook in hooks["batch"]:
                     h0 = time.perf_counter()
                     joined = hook(x, y, t)
                     if joined is not None:
                         x, y, t = joined
                     plugin_time += time.perf_counter() - h0
-                xb = transform(x, train=True, generator=self.augment_generator)
-                out = self.logits(xb, t)
-                loss = self._criterion(out, y)
-                for name, hook in hooks["penalty"]:
-                    h0 = time.perf_counter()
-                    extra = hook(model, x=xb, y=y, t=t, out=out)
-                    if extra is not None:
-                        loss = loss + extra
-                        penalty_sums[name] += extra.detach()
-                    plugin_time += time.perf_counter() - h0
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for _, hook in hooks["before_step"]:
-                    h0 = time.perf_counter()
-                    hook(model)
-                    plugin_time += time.perf_counter() - h0
-                opt.step()
-                for _, hook in hooks["after_step"]:
-                    h0 = time.perf_counter()
-                    hook(model)
-                    plugin_time += time.perf_counter() - h0
-                loss_sum += loss.detach()
-            mean_loss = loss_sum.item() / -(-n // bs)  # one host sync per epoch
+                for _ in range(passes):  # offline: one
+                    xb = transform(x, train=True, generator=self.augment_generator)
+                    out = self.logits(xb, t)
+                    loss = self._criterion(out, y)
+                    for name, hook in hooks["penalty"]:
+                        h0 = time.perf_counter()
+                        extra = hook(model, x=xb, y=y, t=t, out=out)
+                        if extra is not None:
+                            loss = loss + extra
+                            penalty_sums[name] += extra.detach()
+                        plugin_time += time.perf_counter() - h0
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for _, hook in hooks["before_step"]:
+                        h0 = time.perf_counter()
+                        hook(model)
+                        plugin_time += time.perf_counter() - h0
+                    opt.step()
+                    for _, hook in hooks["after_step"]:
+                        h0 = time.perf_counter()
+                        hook(model)
+                        plugin_time += time.perf_counter() - h0
+                    loss_sum += loss.detach()
+                if online:
+                    before, self._seen_samples = self._seen_samples, self._seen_samples + min(bs, n - s)
+                    if self.eval_every and self._seen_samples // self.eval_every > before // self.eval_every:
+                        self._anytime_point(experience.index)
+            mean_loss = loss_sum.item() / (-(-n // bs) * passes)  # one host sync per epoch
             if mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
                 raise ContinualError(self._divergence(mean_loss, experience.index, epoch))
             self._emit("epoch_end", experience=experience.index, epoch=epoch, loss=mean_loss, steps=-(-n // bs))
 
         h0 = time.perf_counter()
-        for _, hook in hooks["after_experience"]:
+        for _, hook in hooks["after_experience"] if told else ():
             hook(model, experience)
         self._sync()
         end = time.perf_counter()
         plugin_time += end - h0
-        steps = max(1, (0 if self._no_training else self.epochs) * -(-n // bs))
+        steps = max(1, (0 if self._no_training else self.epochs) * -(-n // bs) * passes)
         for name, total in penalty_sums.items():
             self.penalties.setdefault(name, []).append(total.item() / steps)
-        self.timings.train.append(end - start)
+        self.timings.train.append(end - start - self._anytime_seconds)  # online: the anytime evaluations go to eval
         self.timings.plugins.append(plugin_time)
 
     @torch.no_grad()
@@ -525,6 +619,71 @@ class Trainer:
         if not correct:
             return []
         return (torch.stack(correct).double().cpu() / torch.tensor(totals, dtype=torch.float64)).tolist()
+
+    def _new_classes(self, classes: list[int]) -> None:
+        """Online: classes first seen in the coming batch; plugins' ``new_classes`` hooks (the head grows)."""
+        for _, hook in self._hooks["new_classes"]:
+            new = hook(self.model, classes)
+            if new:
+                self._add_group(list(new))
+        sync_optimizer(self.model, self.optimizer)  # a class-incremental head's growth
+        self._seen.update(classes)
+
+    @torch.no_grad()
+    def _anytime_point(self, index: int) -> list[float] | None:
+        """Online: evaluate on every experience's test split and append a point to :attr:`anytime`
+        (one host sync); returns the per-experience accuracies (``None`` outside :meth:`run`)."""
+        stream = self._anytime_stream
+        if stream is None or self.anytime is None:
+            return None
+        from .online import log_point
+
+        self._sync()
+        t0 = time.perf_counter()
+        model = self.model
+        was_training = model.training
+        model.eval()
+        seen = torch.zeros(max(stream.num_classes, max(self._seen, default=0) + 1), dtype=torch.bool)
+        seen[sorted(self._seen)] = True
+        seen = seen.to(self.device)
+        counts = []  # per experience: hits, then (for all of them) seen-class hits and seen-class samples
+        seen_hits = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen_total = torch.zeros((), dtype=torch.int64, device=self.device)
+        for e in stream:
+            hits = torch.zeros((), dtype=torch.int64, device=self.device)
+            for s in range(0, e.num_test, self.eval_batch_size):
+                sl = slice(s, s + self.eval_batch_size)
+                y = e.y_test[sl]
+                correct = self.logits(e.transform(e.x_test[sl]), e.t_test[sl]).argmax(1) == y
+                counted = seen[y]
+                hits += correct.sum()
+                seen_hits += (correct & counted).sum()
+                seen_total += counted.sum()
+            counts.append(hits)
+        model.train(was_training)
+        values = torch.stack([*counts, seen_hits, seen_total]).cpu().tolist()  # the one host sync
+        sizes = [e.num_test for e in stream]
+        per = [h / max(n, 1) for h, n in zip(values[:-2], sizes)]
+        stream_acc = sum(values[: index + 1]) / max(sum(sizes[: index + 1]), 1)
+        # the domain scenario has every class from the start: "seen" is the experiences reached
+        seen_acc = stream_acc if stream.scenario == "domain" else values[-2] / max(values[-1], 1)
+        log_point(self.anytime, samples=self._seen_samples, experience=index, seen_acc=seen_acc,
+                  stream_acc=stream_acc, per_experience=per, num_seen=len(self._seen))
+        self._emit("anytime", experience=index, samples=self._seen_samples, seen_acc=self.anytime["seen_acc"][-1])
+        self._anytime_seconds += time.perf_counter() - t0
+        return per
+
+    def _online_row(self, index: int) -> list[float]:
+        """Online: the accuracy row after experience ``index``: the anytime point at its end (the
+        last one if it fell there), and the boundary recorded in the log."""
+        during = self._anytime_seconds  # the evaluations inside fit
+        log = self.anytime
+        if not (log["samples"] and log["samples"][-1] == self._seen_samples and log["experience"][-1] == index):
+            self._anytime_point(index)
+        log["boundaries"].append(self._seen_samples)
+        self.timings.eval.append(self._anytime_seconds)  # inside fit and at the end
+        self._anytime_seconds = during
+        return list(log["per_experience"][-1])
 
     def _evaluate_timed(self, stream: Stream, index: int, rows: int) -> list[float]:
         """The row of the run's classifier after experience ``index`` (written to ``rows`` rows:
@@ -583,6 +742,14 @@ class Trainer:
             self.matrices = {name: AccuracyMatrix(T) for name in self._other_classifiers()}
             for other in self.matrices.values():
                 other.set_random_init(acc.random_init)
+        if self.online:
+            from .online import empty_log
+
+            if schedule != "sequential":
+                raise ContinualError(f"schedule {schedule!r} trains on several experiences at once; an online run is sequential")
+            self._anytime_stream = stream
+            if resume is None:
+                self.anytime, self._seen, self._seen_samples = empty_log(T), set(), 0
         if schedule == "joint":
             if start == 0:
                 self._emit("experience_start", index=0, num_experiences=1)
@@ -597,7 +764,7 @@ class Trainer:
         for i in range(start, T):
             self._emit("experience_start", index=i, num_experiences=T)
             self.fit(concat(list(stream[: i + 1]), index=i) if schedule == "cumulative" else stream[i])
-            row = self._evaluate_timed(stream, i, 1)
+            row = self._online_row(i) if self.online else self._evaluate_timed(stream, i, 1)
             acc.set_row(i, row)
             self._emit("experience_end", index=i, num_experiences=T, row=row)
             if on_experience_end:

@@ -425,6 +425,23 @@ class HeadExpansion:
         self._model = model
         return grow_head(model, experience)
 
+    @property
+    def task_free(self) -> bool:
+        """Whether the heads can grow without experience boundaries (online runs): one
+        class-incremental head without ``mask_past`` (a task's head needs its task id, and
+        ``mask_past`` the experience's classes)."""
+        heads = growing_heads(self._model) if self._model is not None else []
+        return all(isinstance(h, IncrementalClassifier) and not h.mask_past for h in heads)
+
+    def new_classes(self, model: nn.Module, classes) -> list[nn.Parameter]:
+        """Online: grow the class-incremental head to cover ``classes``, first seen in the coming batch."""
+        self._model = model
+        for head in growing_heads(model):
+            if not isinstance(head, IncrementalClassifier) or head.mask_past:
+                raise ContinualError("an online run grows only a class-incremental head without mask_past (head 'incremental')")
+            head.grow(max(int(c) for c in classes) + 1)
+        return []
+
     def after_experience(self, model: nn.Module, experience) -> None:
         size = head_size(model)
         self.sizes.append({str(k): v for k, v in size.items()} if isinstance(size, dict) else size)

@@ -89,6 +89,11 @@ class ER(Plugin):
             return None
         return torch.cat([x, replay.x]), torch.cat([y, replay.y]), torch.cat([t, replay.t])
 
+    @property
+    def task_free(self) -> bool:
+        """A reservoir buffer takes in each batch: no experience boundary needed (online runs)."""
+        return self.buffer.per_batch
+
     def after_experience(self, model: nn.Module, experience: Experience) -> None:
         if not self.buffer.per_batch:
             self.buffer.update(experience, model=model)
@@ -230,22 +235,23 @@ class DERpp(Plugin):
         self.batch_size = _check_replay_batch(batch_size)
         self._current: tuple[Tensor, Tensor, Tensor] | None = None
         self._replay: Samples | None = None
+        self._incoming = 0  # rows of the incoming batch (the replayed ones follow)
 
     def batch(self, x: Tensor, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
         self._current = (x, y, t)  # stored in penalty, with the logits of this step's forward pass
         self._replay = self.buffer.sample(self.batch_size or len(y))
+        self._incoming = len(y)
         if self._replay is None:
             return None
         r = self._replay
         return torch.cat([x, r.x]), torch.cat([y, torch.full_like(r.y, IGNORE_LABEL)]), torch.cat([t, r.t])
 
     def penalty(self, model: nn.Module, *, x: Tensor, y: Tensor, t: Tensor, out: Tensor) -> Tensor | None:
-        if self._current is None:
-            return None
-        cx, cy, ct = self._current
-        B = len(cy)
-        self.buffer.add(cx, cy, ct, logits=out[:B])
-        self._current, r = None, self._replay
+        if self._current is not None:  # the first update on an incoming batch stores it (online runs repeat updates)
+            cx, cy, ct = self._current
+            self.buffer.add(cx, cy, ct, logits=out[: len(cy)])
+            self._current = None
+        r, B = self._replay, self._incoming
         if r is None:
             return None
         out_r = out[B : B + len(r.y)]  # (R, C) the replayed tail appended in batch()
