@@ -178,7 +178,7 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, *, lo
             with FolderLock(checkpoints, what=f"run {name}"):
                 remove_temporaries(checkpoints)
                 remove_temporaries(out, (path.name,))
-                loggers = make_loggers(*log, run_name=name) if log else []
+                loggers = make_loggers(*log, run_name=name, epochs=resolved.epochs) if log else []
                 result = run(cfg, callbacks=[callback, *loggers], checkpoint_dir=checkpoints,
                              on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
                 save_result(result, path)
@@ -246,7 +246,7 @@ def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, requir
             remove_temporaries(checkpoints)
             remove_temporaries(out, tuple(f"{name}.json" for name in names))
             for name in names if log else ():
-                loggers.append(make_loggers(*log, run_name=name))
+                loggers.append(make_loggers(*log, run_name=name, epochs=resolved.epochs))
             results = run_batched(configs[0], [c.seed for c in configs], checkpoint_dir=checkpoints,
                                   callbacks=[seed_callback(loggers)] if loggers else (),
                                   on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
@@ -310,6 +310,8 @@ def cmd_run(args) -> int:
 
     out = check_out_dir(args.out)
     kinds = check_loggers(args.log)  # unknown names and missing extras: one line, before anything runs
+    if args.log_dir is not None and not kinds:
+        raise ContinualError(f"--log-dir {args.log_dir!r} without --log: add --log tensorboard, wandb or csv")
     log_dir = check_out_dir(args.log_dir, option="--log-dir") if args.log_dir is not None else out / "logs"
     log = (kinds, log_dir) if kinds else None
     sets = _parse_sets(args.set)

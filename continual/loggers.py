@@ -8,8 +8,10 @@ emitted and the finished :class:`~continual.results.Result` holds, as *records*
 What is logged, by key (``j``: an experience's index, ``i``: the experience just trained):
 
 - from the trainer's events, as they happen: ``train/loss`` and ``train/steps`` after each
-  epoch (the mean loss of the epoch and its number of optimizer steps; the step is the count of
-  epochs this logger has seen, 0-based), and the accuracy matrix's row after each experience,
+  epoch (the mean loss of the epoch and its number of optimizer steps; the step is the epoch's
+  index over the whole run, ``experience * epochs + epoch``, when the logger is given the
+  run's ``epochs``, as ``continual run`` does, so a resumed run continues the same axis;
+  otherwise the count of epochs this logger has seen), and the accuracy matrix's row after each experience,
   ``accuracy/experience_<j>`` at step ``i``;
 - from the finished result (:meth:`RecordLogger.finish`): the rows no event brought (all of them
   for a run without callbacks, those before a resumed run's restart point, rows 1..T-1 of a joint
@@ -98,7 +100,7 @@ class Record:
 
 # ------------------------------------------------------------------------------- records
 def event_records(event: str, info: dict, *, epoch_index: int) -> list[Record]:
-    """The records of one trainer event (``epoch_index``: the epochs seen before this one).
+    """The records of one trainer event (``epoch_index``: the global step of an ``epoch_end``).
 
     >>> event_records("epoch_end", {"experience": 1, "epoch": 0, "loss": 0.5, "steps": 14}, epoch_index=3)
     [Record(key='train/loss', value=0.5, step=3, experience=1, epoch=0), Record(key='train/steps', value=14.0, step=3, experience=1, epoch=0)]
@@ -192,18 +194,26 @@ class RecordLogger:
 
     Args:
         run_name: the run's name in the logs (the CLI uses the result file's name stem).
+        epochs: the run's epochs per experience, if known: the per-epoch step is then
+            ``experience * epochs + epoch`` (the same after a resume), else the epochs seen so far.
     """
 
-    def __init__(self, *, run_name: str = "run") -> None:
+    def __init__(self, *, run_name: str = "run", epochs: int | None = None) -> None:
         if not isinstance(run_name, str) or not run_name.strip() or "/" in run_name or run_name in (".", ".."):
             raise ContinualError(f"run_name {run_name!r} must be a non-empty file name (no '/')")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ContinualError(f"epochs={epochs!r} must be a positive integer (or None: count the epochs seen)")
         self.run_name = run_name
+        self.epochs = epochs
         self._epochs_seen = 0
         self._rows_logged: set[int] = set()
         self._finished = False
 
     def __call__(self, event: str, info: dict) -> None:
-        records = event_records(event, info, epoch_index=self._epochs_seen)
+        step = self._epochs_seen
+        if event == "epoch_end" and self.epochs is not None:
+            step = int(info["experience"]) * self.epochs + int(info["epoch"])
+        records = event_records(event, info, epoch_index=step)
         if event == "epoch_end":
             self._epochs_seen += 1
         elif event == "experience_end":
@@ -243,10 +253,11 @@ class CSVLogger(RecordLogger):
     Args:
         folder: the log folder (created if missing).
         run_name: the run's name (the file's and the ``run`` column's).
+        epochs: the run's epochs per experience, if known (see :class:`RecordLogger`).
     """
 
-    def __init__(self, folder: str | os.PathLike, *, run_name: str = "run") -> None:
-        super().__init__(run_name=run_name)
+    def __init__(self, folder: str | os.PathLike, *, run_name: str = "run", epochs: int | None = None) -> None:
+        super().__init__(run_name=run_name, epochs=epochs)
         self.folder = Path(folder) / "csv"
         self.path = self.folder / f"{run_name}.csv"
         try:
@@ -303,13 +314,14 @@ class TensorBoardLogger(RecordLogger):
     Args:
         folder: the log folder (created if missing).
         run_name: the run's name (its subfolder).
+        epochs: the run's epochs per experience, if known (see :class:`RecordLogger`).
 
     Raises:
         ContinualError: the ``tensorboard`` package is missing (naming ``pip install 'continual[tensorboard]'``).
     """
 
-    def __init__(self, folder: str | os.PathLike, *, run_name: str = "run") -> None:
-        super().__init__(run_name=run_name)
+    def __init__(self, folder: str | os.PathLike, *, run_name: str = "run", epochs: int | None = None) -> None:
+        super().__init__(run_name=run_name, epochs=epochs)
         SummaryWriter = _summary_writer()
         self.path = Path(folder) / "tensorboard" / run_name
         try:
@@ -366,14 +378,15 @@ class WandbLogger(RecordLogger):
         dir: the folder W&B writes under (its ``wandb/`` subfolder; default: W&B's own choice).
         run_name: the run's display name.
         mode: ``"online"``, ``"offline"`` or ``"disabled"``; default: W&B's (``WANDB_MODE``).
+        epochs: the run's epochs per experience, if known (see :class:`RecordLogger`).
 
     Raises:
         ContinualError: the ``wandb`` package is missing, or W&B could not start a run (one line).
     """
 
     def __init__(self, *, project: str | None = None, dir: str | os.PathLike | None = None, run_name: str = "run",
-                 mode: str | None = None) -> None:
-        super().__init__(run_name=run_name)
+                 mode: str | None = None, epochs: int | None = None) -> None:
+        super().__init__(run_name=run_name, epochs=epochs)
         wandb = _wandb()
         if dir is not None:
             Path(dir).mkdir(parents=True, exist_ok=True)
@@ -403,7 +416,7 @@ class WandbLogger(RecordLogger):
         self.run.summary.update({f"metrics/{k}": v for k, v in metrics.items()})
 
     def close(self) -> None:
-        self.run.finish()
+        self.run.finish(exit_code=0 if self._finished else 1)  # a run that failed before finish() is marked so
 
 
 # ------------------------------------------------------------------------------- building
@@ -441,13 +454,14 @@ def check_loggers(kinds: str | Sequence[str] | None) -> list[str]:
 
 
 def make_loggers(kinds: str | Sequence[str] | None, folder: str | os.PathLike, *, run_name: str,
-                 project: str | None = None) -> list[RecordLogger]:
+                 epochs: int | None = None, project: str | None = None) -> list[RecordLogger]:
     """The loggers named in ``kinds`` (``"tensorboard,csv"`` or a list), writing under ``folder``.
 
     Args:
         kinds: logger names (:data:`LOGGERS`), comma-separated or as a list.
         folder: the log folder (``csv/``, ``tensorboard/``, ``wandb/`` go inside).
         run_name: this run's name in every log.
+        epochs: the run's epochs per experience, if known (the per-epoch step, see :class:`RecordLogger`).
         project: the W&B project (default: ``$WANDB_PROJECT``, else ``"continual"``).
 
     Raises:
@@ -458,11 +472,11 @@ def make_loggers(kinds: str | Sequence[str] | None, folder: str | os.PathLike, *
     try:
         for name in check_loggers(kinds):
             if name == "csv":
-                loggers.append(CSVLogger(folder, run_name=run_name))
+                loggers.append(CSVLogger(folder, run_name=run_name, epochs=epochs))
             elif name == "tensorboard":
-                loggers.append(TensorBoardLogger(folder, run_name=run_name))
+                loggers.append(TensorBoardLogger(folder, run_name=run_name, epochs=epochs))
             else:
-                loggers.append(WandbLogger(project=project, dir=folder, run_name=run_name))
+                loggers.append(WandbLogger(project=project, dir=folder, run_name=run_name, epochs=epochs))
     except BaseException:
         close_all(loggers)
         raise

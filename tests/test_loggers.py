@@ -8,6 +8,7 @@ import json
 import math
 import struct
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -104,6 +105,17 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+def wandb_records_when_written(path: Path, wait: float = 60.0) -> list:
+    """The records of an offline run once W&B's service has written them all (its exit record):
+    ``run.finish()`` returns before the service has flushed the file."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = wandb_records(path)
+        if any(r.HasField("exit") for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
     """One EWC run with the CSV and TensorBoard loggers and a recording callback; its result saved."""
@@ -190,7 +202,7 @@ def test_wandb_offline_writes_its_run_with_the_values(logged_run, tmp_path, monk
     logger.close()
     runs = list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    records = wandb_records(next(runs[0].glob("run-*.wandb")))
+    records = wandb_records_when_written(next(runs[0].glob("run-*.wandb")))
     key = lambda item: item.key or "/".join(item.nested_key)  # noqa: E731 (W&B stores a key in one or the other)
     history = [{key(item): json.loads(item.value_json) for item in r.history.item} for r in records if r.HasField("history")]
     logged = [(k, row["train/epoch_index"] if k.startswith("train/") else row["experience"], v)
@@ -237,6 +249,21 @@ def test_loggers_are_callbacks_with_finish_and_close(tmp_path):
     assert seen == [(0, {"index": 0, "num_experiences": 1, "row": [0.25]}), (1, {"index": 0, "num_experiences": 1, "row": [0.75]})]
 
 
+def test_epoch_step_is_global_when_the_epochs_are_known(tmp_path):
+    """Given the run's epochs, a resumed run's epochs (here from experience 1) keep their place on the axis."""
+    resumed = [("experience_start", {"index": 1, "num_experiences": 2})] + [
+        ("epoch_end", {"experience": 1, "epoch": k, "loss": 0.5 + k, "steps": 3}) for k in range(2)]
+    for epochs, steps in ((2, [2, 3]), (None, [0, 1])):
+        with CSVLogger(tmp_path, run_name=f"epochs{epochs}", epochs=epochs) as logger:
+            for event, info in resumed:
+                logger(event, info)
+        records = read_csv(tmp_path / "csv" / f"epochs{epochs}.csv")
+        assert [(r.step, r.experience, r.epoch, r.value) for r in records if r.key == "train/loss"] == [
+            (s, 1, k, 0.5 + k) for k, s in enumerate(steps)]
+    with pytest.raises(ContinualError, match="epochs=0 must be a positive integer"):
+        CSVLogger(tmp_path, run_name="r", epochs=0)
+
+
 def test_cli_missing_extra_is_one_line_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)
     out = tmp_path / "runs"
@@ -246,6 +273,9 @@ def test_cli_missing_extra_is_one_line_before_training(tmp_path, monkeypatch, ca
     assert not out.exists()  # nothing ran, nothing written
     assert main(["run", "--out", str(out), "--log", "tensorboard,excel"]) == 2
     assert "unknown logger 'excel'" in capsys.readouterr().err
+    assert main(["run", "--out", str(out), "--log-dir", str(tmp_path / "logs")]) == 2
+    assert "without --log" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------- the CLI end to end
