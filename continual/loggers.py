@@ -29,8 +29,9 @@ Back ends:
 
 - :class:`CSVLogger`: ``<folder>/csv/<run_name>.csv``, a tidy long-format table with the columns
   ``run, step, experience, epoch, key, value`` (``experience``/``epoch`` empty where a record has
-  none), appended to and flushed after each event (a resumed run continues the same file; a run
-  started again from scratch appends a second copy), and the configuration beside it in
+  none), appended to and flushed after each event (a resumed run continues the same file, and
+  what the killed process logged after its last checkpoint comes again, at the same steps, the
+  later line being the finished run's; a run started again from scratch appends a second copy), and the configuration beside it in
   ``<run_name>.config.json`` (written atomically).
 - :class:`TensorBoardLogger`: ``<folder>/tensorboard/<run_name>/`` through
   ``torch.utils.tensorboard.SummaryWriter``; scalars as float64 tensors (``new_style``), the

@@ -17,8 +17,8 @@ import pytest
 from continual.cli import main
 from continual.errors import ContinualError
 from continual.experiment import RunConfig, run
-from continual.loggers import (CSV_COLUMNS, CSVLogger, Logger, TensorBoardLogger, WandbLogger, check_loggers, make_loggers,
-                               parse_kinds, read_csv, seed_callback)
+from continual.loggers import (CSV_COLUMNS, CSVLogger, Logger, TensorBoardLogger, WandbLogger, check_loggers, close_all,
+                               make_loggers, parse_kinds, read_csv, seed_callback)
 from continual.results import load_result, save_result
 
 CONFIG = dict(benchmark="split-digits", strategy="ewc", epochs=1, num_experiences=3, device="cpu")
@@ -184,6 +184,41 @@ def test_a_joint_run_logs_each_row_once(tmp_path):
     losses = [(i["experience"], i["epoch"], i["loss"], i["steps"]) for e, i in seen if e == "epoch_end"]
     assert [e for e, _ in seen if e == "experience_end"] == ["experience_end"]
     assert_logged(csv_values(tmp_path / "csv" / "joint.csv"), expected(path, losses))
+
+
+def test_a_resumed_run_appends_to_its_log_on_the_same_axis(tmp_path):
+    """A run killed after experience 1's row (before its checkpoint) and resumed: the second process
+    appends; what the first logged after its last checkpoint (experience 1) comes again, at the same
+    steps, and the file's last value of every (key, step) is the finished run's."""
+    class Killed(Exception):
+        pass
+
+    def kill(event, info):
+        if event == "experience_end" and info["index"] == 1:
+            raise Killed
+
+    events, ckpt = [], tmp_path / "checkpoints"
+    record = lambda e, i: events.append((e, dict(i)))  # noqa: E731
+    first = make_loggers("csv", tmp_path, run_name="r", epochs=1)
+    with pytest.raises(Killed):
+        run(RunConfig(**CONFIG), callbacks=[*first, record, kill], checkpoint_dir=ckpt)
+    close_all(first)
+    second = make_loggers("csv", tmp_path, run_name="r", epochs=1)
+    result = run(RunConfig(**CONFIG), callbacks=[*second, record], checkpoint_dir=ckpt)
+    assert result.extra.get("resumed") is True
+    path = save_result(result, tmp_path / "r.json")
+    second[0].finish(result)
+    close_all(second)
+    want = expected(path, None)
+    for _, info in (x for x in events if x[0] == "epoch_end"):
+        want[("train/loss", info["experience"])] = info["loss"]  # one epoch per experience: the step is the experience
+        want[("train/steps", info["experience"])] = float(info["steps"])
+    logged = csv_values(tmp_path / "csv" / "r.csv")
+    counts = Counter((key, step) for key, step, _ in logged)
+    assert sorted(k for k, n in counts.items() if n > 1) == sorted(
+        [("train/loss", 1), ("train/steps", 1)] + [(f"accuracy/experience_{j}", i) for i in (0, 1) for j in range(3)])
+    last = {(key, step): value for key, step, value in logged}
+    assert set(last) == set(want) and [k for k in want if not same(last[k], want[k])] == []
 
 
 def test_wandb_offline_writes_its_run_with_the_values(logged_run, tmp_path, monkeypatch):
