@@ -140,8 +140,11 @@ def _progress(total: int, desc: str, quiet: bool):
     return bar, callback
 
 
-def _run_saved(cfg, out: Path, threads: int | None, callbacks=(), workers: int = 1):
+def _run_saved(cfg, out: Path, threads: int | None, callbacks=(), workers: int = 1, log: tuple[list[str], Path] | None = None):
     """Run one configuration and save its result file as ``out/<result name>.json``; return the result.
+
+    ``log``: logger names and their folder (``--log``, ``--log-dir``); the run logs under its
+    result file's name stem (:mod:`continual.loggers`).
 
     The run checkpoints after every experience under ``out/.checkpoints/<name>``; the same
     command started again after a crash resumes there. The checkpoints go once the result is saved.
@@ -154,6 +157,7 @@ def _run_saved(cfg, out: Path, threads: int | None, callbacks=(), workers: int =
 
     from .experiment import choose_threads, run, set_threads
     from .files import FolderLock, remove_temporaries
+    from .loggers import close_all, make_loggers
     from .results import save_result
 
     resolved = cfg.resolve()
@@ -161,15 +165,20 @@ def _run_saved(cfg, out: Path, threads: int | None, callbacks=(), workers: int =
     name = result_name(resolved)
     checkpoints = out / ".checkpoints" / name
     path = out / f"{name}.json"
+    loggers = []
     try:
         with FolderLock(checkpoints, what=f"run {name}"):
             remove_temporaries(checkpoints)
             remove_temporaries(out, (path.name,))
-            result = run(cfg, callbacks=list(callbacks), checkpoint_dir=checkpoints,
+            loggers = make_loggers(*log, run_name=name, epochs=resolved.epochs) if log else []
+            result = run(cfg, callbacks=[*callbacks, *loggers], checkpoint_dir=checkpoints,
                          on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
             save_result(result, path)
+            for logger in loggers:
+                logger.finish(result)
             shutil.rmtree(checkpoints, ignore_errors=True)
     finally:
+        close_all(loggers)
         try:
             checkpoints.parent.rmdir()  # only if empty (another run may be using it)
         except OSError:
@@ -177,12 +186,12 @@ def _run_saved(cfg, out: Path, threads: int | None, callbacks=(), workers: int =
     return result
 
 
-def _run_in_worker(cfg, out: Path, threads: int | None, workers: int) -> dict:
+def _run_in_worker(cfg, out: Path, threads: int | None, workers: int, log) -> dict:
     """:func:`_run_saved` in a pool worker -> ``{"result": ...}`` or ``{"error": one line}``."""
     from .errors import ContinualError
 
     try:
-        return {"result": _run_saved(cfg, out, threads, workers=workers).to_dict()}
+        return {"result": _run_saved(cfg, out, threads, workers=workers, log=log).to_dict()}
     except ContinualError as exc:
         return {"error": str(exc)}
 
@@ -193,9 +202,10 @@ def _report(result, path: Path) -> None:
           f"forgetting {100 * m['average_forgetting']:5.1f}%  ({result.timings['wall']:.2f} s) -> {path}", file=sys.stderr)
 
 
-def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, workers: int = 1) -> list:
-    """Run each configuration, save its result file (:func:`_run_saved`), return the results in
-    ``configs``' order.
+def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, workers: int = 1, *,
+              log: tuple[list[str], Path] | None = None) -> list:
+    """Run each configuration, save its result file (:func:`_run_saved`, which also takes ``log``),
+    return the results in ``configs``' order.
 
     ``workers > 1`` runs them in a pool of that many processes (spawned: no forked torch threads),
     each run with its model's default threads within ``cores // workers`` (or ``threads``): the
@@ -221,7 +231,7 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, worke
         bar = tqdm(total=len(configs), desc=f"{len(configs)} runs, {workers} processes", unit="run",
                    disable=True if quiet else None, file=sys.stderr)
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_in_worker, cfg, out, threads, workers): i for i, cfg in enumerate(configs)}
+            futures = {pool.submit(_run_in_worker, cfg, out, threads, workers, log): i for i, cfg in enumerate(configs)}
             try:
                 for fut in cf.as_completed(futures):
                     reply = fut.result()
@@ -246,7 +256,7 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, worke
         total = 1 if _schedule(cfg.strategy) == "joint" else resolved.num_experiences
         bar, callback = _progress(total, f"{resolved.label or resolved.strategy} seed {cfg.seed}", quiet)
         try:
-            result = _run_saved(cfg, out, threads, callbacks=[callback])
+            result = _run_saved(cfg, out, threads, callbacks=[callback], log=log)
         finally:
             bar.close()
         results.append(result)
@@ -255,7 +265,8 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, worke
     return results
 
 
-def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, required: bool) -> list | None:
+def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, required: bool,
+                 log: tuple[list[str], Path] | None = None) -> list | None:
     """Train the seeds together (:mod:`continual.batched`) and save each seed's result; ``None``
     when they should be trained one at a time instead.
 
@@ -268,12 +279,16 @@ def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, requir
     ``out/.checkpoints/<first seed's result name>-batched<N>``; the same command started again
     after a crash resumes there (to the same results). The folder is locked while the run uses it
     (as :func:`_run_many` locks each run's) and removed once every seed's result is saved.
+
+    ``log``: as :func:`_run_many`'s; each seed logs its own run (its own losses and rows, through
+    :func:`continual.loggers.seed_callback`), as it would trained alone.
     """
     import shutil
 
     from .batched import batchable, run_batched
     from .experiment import choose_threads, resolve_device, set_threads
     from .files import FolderLock, remove_temporaries
+    from .loggers import close_all, make_loggers, seed_callback
     from .results import save_result
 
     resolved = configs[0].resolve()
@@ -290,16 +305,23 @@ def _run_batched(configs, out: Path, quiet: bool, threads: int | None, *, requir
     if not quiet:
         print(f"continual: training seeds {configs[0].seed}..{configs[-1].seed} together (batched)", file=sys.stderr)
     checkpoints = out / ".checkpoints" / f"{names[0]}-batched{len(configs)}"
+    loggers: list[list] = []
     try:
         with FolderLock(checkpoints, what=f"batched run {checkpoints.name}"):
             remove_temporaries(checkpoints)
             remove_temporaries(out, tuple(f"{name}.json" for name in names))
+            for name in names if log else ():
+                loggers.append(make_loggers(*log, run_name=name, epochs=resolved.epochs))
             results = run_batched(configs[0], [c.seed for c in configs], checkpoint_dir=checkpoints,
+                                  callbacks=[seed_callback(loggers)] if loggers else (),
                                   on_problem=lambda msg: print(f"continual: {msg}", file=sys.stderr))
-            for name, result in zip(names, results):
+            for name, result, seed_loggers in zip(names, results, loggers or [[]] * len(names)):
                 save_result(result, out / f"{name}.json")
+                for logger in seed_loggers:
+                    logger.finish(result)
             shutil.rmtree(checkpoints, ignore_errors=True)
     finally:
+        close_all(logger for seed_loggers in loggers for logger in seed_loggers)
         try:
             checkpoints.parent.rmdir()  # only if empty (another run may be using it)
         except OSError:
@@ -354,9 +376,15 @@ def _slug(text: str) -> str:
 
 def cmd_run(args) -> int:
     from .experiment import RunConfig, parse_class_order, parse_ints
+    from .loggers import check_loggers
     from .results import format_table, summarize
 
     out = check_out_dir(args.out)
+    kinds = check_loggers(args.log)  # unknown names and missing extras: one line, before anything runs
+    if args.log_dir is not None and not kinds:
+        raise ContinualError(f"--log-dir {args.log_dir!r} without --log: add --log tensorboard, wandb or csv")
+    log_dir = check_out_dir(args.log_dir, option="--log-dir") if args.log_dir is not None else out / "logs"
+    log = (kinds, log_dir) if kinds else None
     sets = _parse_sets(args.set)
     base = RunConfig(
         benchmark=args.benchmark, strategy=args.strategy, scenario=args.scenario, num_experiences=args.num_experiences,
@@ -377,11 +405,13 @@ def cmd_run(args) -> int:
     base.resolve()  # check every name and value before anything runs
     configs = [base.override({"seed": base.seed + k}) for k in range(args.seeds)]
     check_writable(out)
+    if log:
+        check_writable(log_dir)
     results = None
     if args.batched != "off" and args.seeds > 1:
-        results = _run_batched(configs, out, args.quiet, args.threads, required=args.batched == "on")
+        results = _run_batched(configs, out, args.quiet, args.threads, required=args.batched == "on", log=log)
     if results is None:
-        results = _run_many(configs, out, args.quiet, args.threads, workers)
+        results = _run_many(configs, out, args.quiet, args.threads, workers, log=log)
     print(format_table(summarize(results)))
     _print_anytime(results, out)
     print(f"results: {Path(args.out).resolve()}")
@@ -675,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a strategy hyperparameter or config field")
     p.add_argument("--label", default=None, help="name shown in tables and plots (default: the strategy)")
     p.add_argument("--out", default="runs", help="folder for the results JSON files")
+    p.add_argument("--log", action="append", default=[], metavar="KIND[,KIND]",
+                   help="log each run to tensorboard, wandb and/or csv (repeat, or comma-separate: --log tensorboard,csv); "
+                        "tensorboard and wandb are extras: pip install 'continual[tensorboard,wandb]'; WANDB_MODE=offline "
+                        "logs without an account")
+    p.add_argument("--log-dir", default=None, metavar="DIR", help="folder for the logs (default: <out>/logs): "
+                   "csv/<run>.csv, tensorboard/<run>/, wandb/; <run> is the result file's name")
     p.add_argument("--data-root", default=None, metavar="DIR",
                    help="folder searched first for dataset files; then $CONTINUAL_DATA, ~/.cache/continual, "
                         "system folders (/usr/share/datasets/fashion-mnist from apt-get install dataset-fashion-mnist)")
