@@ -587,10 +587,10 @@ def cmd_demo(args) -> int:
     _check_seeds(args.seeds)
     RunConfig(benchmark=DEMO_BENCHMARK, device=args.device).resolve()  # the device, before anything runs
     workers = _check_workers(args.workers)
-    if args.workers is None:  # as many processes as idle cores (each MLP run takes one thread)
-        from .experiment import available_cores, idle_cores
+    if args.workers is None:  # a process per core: each MLP run takes one thread (no OpenMP threads to spin)
+        from .experiment import available_cores
 
-        workers = idle_cores(available_cores()) if str(args.device) == "cpu" else 1
+        workers = available_cores() if str(args.device) == "cpu" else 1
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
           f"device {args.device}, {workers} process{'es' if workers > 1 else ''}", file=sys.stderr)
     check_writable(out)
@@ -764,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help=f"every strategy on {DEMO_BENCHMARK}, 3 seeds, on CPU; table and plot")
     p.add_argument("--out", default="continual-demo", help="folder for results and figures")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--workers", type=int, default=None, help="runs in parallel processes (default: the idle CPU cores on "
+    p.add_argument("--workers", type=int, default=None, help="runs in parallel processes (default: one per CPU core on "
                    "--device cpu, each run one thread; 1 otherwise)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
