@@ -2,7 +2,7 @@
 
 Each part runs in its own subprocess with a timeout (a failure or a hang stops only that part),
 its stdout and stderr captured, in this order: overhead, replay, regularizers, heads, data,
-vs_avalanche, batched, features, methods (every script here that takes ``--device``), then
+vs_avalanche, batched, features, methods, online (every script here that takes ``--device``), then
 ``pytest -m gpu``. The whole suite has a budget (``--budget``, default 480 s: 8 minutes on one
 H100/H200); a part gets at most its own timeout and what is left of the budget, and a part whose
 turn comes after the budget is spent is reported as skipped. The report names the device, the
@@ -22,7 +22,9 @@ is bound by kernel launches, about 0.3-1.5 ms; not yet measured, since no GPU ha
 - ``batched.py --seeds 10 --repeats 2`` (issue 17's GPU target: 10 seeds): ~60 s;
 - ``features.py --epochs 2`` (split-fmnist, ConvNet): ~45 s;
 - ``methods.py --repeats 3``: ~30 s;
-- ``pytest -m gpu``: ~20 s (about 475 s in all).
+- ``online.py --repeats 3 --samples 2000`` (online split-fmnist, batch 10, 10k samples; Avalanche's
+  ``OnlineNaive`` once): ~30 s;
+- ``pytest -m gpu``: ~20 s (about 505 s in all: the budget may cut the last part short).
 
 ``--dry-run`` runs every part on the CPU with each script's smallest arguments (repeats 1, an
 epoch or two, two experiences where a stream is long, split-digits where the script allows it),
@@ -92,7 +94,12 @@ class AvalancheCheck:
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def result(self) -> tuple[bool, str]:
-        """(importable, the last line of the error)."""
+        """(importable, the last line of the error); asked again, the same answer."""
+        if getattr(self, "_answer", None) is None:
+            self._answer = self._wait()
+        return self._answer
+
+    def _wait(self) -> tuple[bool, str]:
         try:
             _, err = self.proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -123,6 +130,7 @@ def plan(dry: bool, fmnist: bool) -> list[Part]:
                                    "--strategies", "finetune", "--hidden", "32,32"), 120),
             Part("features", script("features", *dev, "--benchmark", "split-digits", "--epochs", "1", "--repeats", "1"), 180),
             Part("methods", script("methods", *dev, "--repeats", "1", "--epochs", "2", "--parts", "1", "--experiences", "2"), 180),
+            Part("online", script("online", *dev, "--quick", "--no-avalanche"), 120),
         ]
     else:
         parts = [
@@ -135,6 +143,7 @@ def plan(dry: bool, fmnist: bool) -> list[Part]:
             Part("batched", script("batched", *dev, "--seeds", "10", "--repeats", "2"), 150),
             Part("features", script("features", *dev, "--epochs", "2"), 150),
             Part("methods", script("methods", *dev, "--repeats", "3"), 120),
+            Part("online", script("online", *dev, "--repeats", "3", "--samples", "2000"), 120),
         ]
     parts.append(Part("pytest -m gpu", ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", str(ROOT / "tests")], 180))
     by_name = {p.name: p for p in parts}
@@ -143,12 +152,13 @@ def plan(dry: bool, fmnist: bool) -> list[Part]:
         data.args = [a for a in data.args if a not in ("--streams", "split-fmnist")] + ["--only", "augment"]
         data.note = "Fashion-MNIST is not installed: the augmentation alone (no load or stream build)"
         by_name["vs_avalanche"].status = "skipped: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
+        by_name["online"].status = "skipped: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
     return parts
 
 
 def without_avalanche(part: Part, why: str) -> None:
-    """``vs_avalanche`` with our side alone."""
-    part.args += ["--libraries", "continual"]
+    """``vs_avalanche`` (or ``online``) with our side alone."""
+    part.args += ["--libraries", "continual"] if part.name == "vs_avalanche" else ["--no-avalanche"]
     part.note = f"Avalanche cannot be imported here ({why}): our side alone, no comparison"
 
 
@@ -257,7 +267,7 @@ def main() -> int:
             print(f"{part.name}: {part.status}", flush=True)
             continue
         left = args.budget - (time.perf_counter() - start)
-        if part.name == "vs_avalanche" and avalanche is not None and left > 0:
+        if part.name in ("vs_avalanche", "online") and avalanche is not None and left > 0 and "--no-avalanche" not in part.args:
             importable, why = avalanche.result()
             if not importable:
                 without_avalanche(part, why)

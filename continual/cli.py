@@ -202,8 +202,26 @@ def _report(result, path: Path) -> None:
           f"forgetting {100 * m['average_forgetting']:5.1f}%  ({result.timings['wall']:.2f} s) -> {path}", file=sys.stderr)
 
 
+def _warm_up() -> None:
+    """A pool worker's first task: the imports every run needs, done while the parent prepares."""
+    import continual.experiment  # noqa: F401  (torch, the models, the data)
+    import continual.plot  # noqa: F401  (matplotlib)
+
+
+def _pool(workers: int):
+    """A pool of ``workers`` spawned processes (no forked torch threads), each already importing
+    what a run needs (:func:`_warm_up`)."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    for _ in range(workers):
+        pool.submit(_warm_up)
+    return pool
+
+
 def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, workers: int = 1, *,
-              log: tuple[list[str], Path] | None = None) -> list:
+              log: tuple[list[str], Path] | None = None, pool=None) -> list:
     """Run each configuration, save its result file (:func:`_run_saved`, which also takes ``log``),
     return the results in ``configs``' order.
 
@@ -212,7 +230,10 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, worke
     small models here use one thread each (``continual.experiment.THREADS``), so a pool is how
     they use a machine's other cores. A run that fails stops the command with its one-line error
     once the runs in flight end (their results are saved; a restart skips nothing but resumes
-    none either: each run's checkpoints are removed only once its result is saved).
+    none either: each run's checkpoints are removed only once its result is saved). ``pool``: an
+    executor from :func:`_pool` to use (and leave open) instead of a new one. The runs are handed
+    to the pool last first: the registry lists the costlier class-incremental methods last, and
+    starting them early keeps every process busy to the end.
     """
     from .errors import ContinualError
     from .results import result_from_dict
@@ -221,17 +242,19 @@ def _run_many(configs, out: Path, quiet: bool, threads: int | None = None, worke
         resolved = cfg.resolve()
         what = f"--label {resolved.label!r}" if resolved.label else f"strategy {resolved.strategy!r}"
         check_file_name(out, result_name(resolved) + ".json", what=what)
-    if workers > 1 and len(configs) > 1:
+    if (workers > 1 or pool is not None) and len(configs) > 1:
         import concurrent.futures as cf
-        import multiprocessing
+        import contextlib
 
         from tqdm import tqdm
 
         results: dict[int, object] = {}
         bar = tqdm(total=len(configs), desc=f"{len(configs)} runs, {workers} processes", unit="run",
                    disable=True if quiet else None, file=sys.stderr)
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_in_worker, cfg, out, threads, workers, log): i for i, cfg in enumerate(configs)}
+        with contextlib.ExitStack() as stack:
+            if pool is None:
+                pool = stack.enter_context(_pool(workers))
+            futures = {pool.submit(_run_in_worker, configs[i], out, threads, workers, log): i for i in reversed(range(len(configs)))}
             try:
                 for fut in cf.as_completed(futures):
                     reply = fut.result()
@@ -594,17 +617,22 @@ def cmd_demo(args) -> int:
     print(f"continual demo: every strategy on {DEMO_BENCHMARK} (class-incremental, expanding head), {args.seeds} seeds, "
           f"device {args.device}, {workers} process{'es' if workers > 1 else ''}", file=sys.stderr)
     check_writable(out)
-    ckpt, source = demo_pretrained(out, args.device, args.threads)
-    print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
-          f"(the first experience, training split only) -> {ckpt}", file=sys.stderr)
-    configs = [
-        RunConfig(benchmark=DEMO_BENCHMARK, strategy=name, scenario="class", device=args.device, seed=seed,
-                  pretrained=str(ckpt) if STRATEGIES[name].needs_pretrained else None)
-        for name in STRATEGIES for seed in range(args.seeds)
-    ]
-    results = _run_many(configs, out, args.quiet, args.threads, workers)
-    print(format_table(summarize(results)))
-    figures = save_figures(results, out)
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        # the processes start (and import torch) while the backbone pretrains; they draw the figures too
+        pool = stack.enter_context(_pool(workers)) if workers > 1 else None
+        ckpt, source = demo_pretrained(out, args.device, args.threads)
+        print(f"pretrained backbone for the transfer baselines: {DEMO_BENCHMARK} classes {source['classes']} "
+              f"(the first experience, training split only) -> {ckpt}", file=sys.stderr)
+        configs = [
+            RunConfig(benchmark=DEMO_BENCHMARK, strategy=name, scenario="class", device=args.device, seed=seed,
+                      pretrained=str(ckpt) if STRATEGIES[name].needs_pretrained else None)
+            for name in STRATEGIES for seed in range(args.seeds)
+        ]
+        results = _run_many(configs, out, args.quiet, args.threads, workers, pool=pool)
+        print(format_table(summarize(results)))
+        figures = save_figures(results, out, executor=pool)
     print(f"accuracy-over-tasks plot: {figures[0]}")
     print(f"results and {len(figures) - 1} more figures: {out.resolve()}")
     return 0

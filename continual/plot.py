@@ -278,7 +278,7 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = "ci") -> list[Path]:
+def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = "ci", executor=None) -> list[Path]:
     """Write the standard figures for ``results`` into ``out_dir`` and return their paths.
 
     Per benchmark and scenario: ``curves_<benchmark>_<scenario>.png`` (every strategy) and, when
@@ -288,6 +288,10 @@ def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = 
     one strategy per classifier (``"replay (nme)"``, :func:`continual.results.classifier_views`).
     Each file is written atomically with the umask's mode (:func:`continual.files.atomic_write_bytes`).
 
+    ``executor``: a :class:`concurrent.futures.Executor` (a process pool) that draws the figures
+    in parallel (``continual demo`` passes its pool: drawing is about 0.3 s a figure, most of it
+    matplotlib's layout and rendering); the files and their order are the same.
+
     Raises:
         ContinualError: ``out_dir`` (checked before any figure is drawn) or a figure cannot be
             written; one line naming the path and the cause.
@@ -295,25 +299,32 @@ def save_figures(results: Sequence[Result], out_dir: str | Path, *, band: str = 
     from .files import check_writable
 
     out = check_writable(out_dir)  # a folder it cannot write is one line before any figure is drawn
-    written = []
+    jobs: list[tuple[str, tuple, dict, Path]] = []  # (plot function, its arguments, the file)
     by_setting: dict[tuple[str, str], list[Result]] = {}
     for r in classifier_views(results):
         by_setting.setdefault((r.benchmark, r.scenario), []).append(r)
     for (bench, scenario), group in sorted(by_setting.items()):
-        fig = plot_accuracy_curves(group, band=band)
-        written.append(_save(fig, out / f"curves_{_slug(bench)}_{scenario}.png"))
+        jobs.append(("plot_accuracy_curves", (group,), {"band": band}, out / f"curves_{_slug(bench)}_{scenario}.png"))
         if any(r.test_sizes for r in group):
-            written.append(_save(plot_seen_accuracy_curves(group, band=band), out / f"seen_{_slug(bench)}_{scenario}.png"))
+            jobs.append(("plot_seen_accuracy_curves", (group,), {"band": band}, out / f"seen_{_slug(bench)}_{scenario}.png"))
         for (_, _, label), runs in group_results(group).items():
             stem = f"{_slug(bench)}_{scenario}_{_slug(label)}"
-            written.append(_save(plot_per_experience(runs, band=band), out / f"experiences_{stem}.png"))
+            jobs.append(("plot_per_experience", (runs,), {"band": band}, out / f"experiences_{stem}.png"))
             mean = np.mean([r.acc_matrix for r in runs], axis=0)
-            fig = plot_accuracy_matrix(mean, title=f"{label} on {bench} ({scenario}), mean of {len(runs)} (%)")
-            written.append(_save(fig, out / f"matrix_{stem}.png"))
+            jobs.append(("plot_accuracy_matrix", (mean,), {"title": f"{label} on {bench} ({scenario}), mean of {len(runs)} (%)"},
+                         out / f"matrix_{stem}.png"))
         online = [r for r in group if isinstance(r.extra.get("anytime"), dict)]
         if online:  # online runs: accuracy against samples seen
-            written.append(_save(plot_anytime(online), out / f"anytime_{_slug(bench)}_{scenario}.png"))
-    return written
+            jobs.append(("plot_anytime", (online,), {}, out / f"anytime_{_slug(bench)}_{scenario}.png"))
+    if executor is None:
+        return [_draw(job) for job in jobs]
+    return list(executor.map(_draw, jobs))
+
+
+def _draw(job: tuple[str, tuple, dict, Path]) -> Path:
+    """Draw one figure of :func:`save_figures` and write it (here or in a pool's process)."""
+    name, args, kwargs, path = job
+    return _save(PLOTS[name](*args, **kwargs), path)
 
 
 def _save(fig, path: Path) -> Path:
@@ -327,3 +338,7 @@ def _save(fig, path: Path) -> Path:
     finally:
         plt.close(fig)
     return atomic_write_bytes(path, buf.getbuffer())  # replaced whole or not at all; the umask's mode
+
+
+PLOTS = {f.__name__: f for f in (plot_accuracy_curves, plot_seen_accuracy_curves, plot_per_experience, plot_accuracy_matrix,
+                                 plot_anytime)}  # what save_figures draws, by name (a pool's jobs carry names)

@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 GPU = ROOT / "benchmarks" / "gpu.py"
 PARTS = ("overhead", "replay", "regularizers", "heads", "data", "vs_avalanche", "batched", "features", "methods",
-         "pytest -m gpu")
+         "online", "pytest -m gpu")
 
 
 def env():
