@@ -15,6 +15,7 @@ from continual.metrics import summary
 from continual.results import Result, config_id, result_from_dict, summarize
 from continual.streams import Experience, Stream
 from continual.validation import check_fraction, held_out_count, holdout_indices, rank_rows, split_stream
+from tests.test_resume import whole_and_resumed
 
 FAST = {"benchmark": "split-digits", "strategy": "finetune", "epochs": 1, "device": "cpu"}
 
@@ -149,22 +150,10 @@ def test_old_results_without_validation_load_and_bad_entries_are_refused(validat
         result_from_dict({**obj, "validation": [1]})
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("strategy", ["finetune", "replay"])
 def test_a_resumed_run_ends_with_the_identical_validation_matrix(strategy, tmp_path):
     cfg = RunConfig(**{**FAST, "strategy": strategy}, validation=0.2)
-
-    def crash(event, info):
-        if event == "experience_start" and info["index"] == 3:
-            raise Crash
-
-    whole = run(cfg)
-    with pytest.raises(Crash):
-        run(cfg, callbacks=[crash], checkpoint_dir=tmp_path)
-    resumed = run(cfg, checkpoint_dir=tmp_path)
+    whole, resumed = whole_and_resumed(cfg, tmp_path, crash_at=3)
     assert resumed.extra.get("resumed") and resumed.acc_matrix == whole.acc_matrix
     assert resumed.validation == whole.validation
 

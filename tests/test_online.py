@@ -16,6 +16,7 @@ from continual.models import HeadExpansion, build_model
 from continual.online import arrivals, blurry, make_blurry, parse_protocol, si_blurry
 from continual.results import load_result
 from continual.trainer import Plugin, Trainer
+from tests.test_resume import whole_and_resumed
 
 C, PER_CLASS, PER_CLASS_TEST = 10, 40, 6
 
@@ -308,22 +309,10 @@ def test_der_plus_plus_keeps_its_terms_over_repeated_passes():
 
 
 # ------------------------------------------------------------------ resume
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("strategy", ["finetune", "der++"])
 def test_online_run_resumes_to_the_same_anytime_log(strategy, tmp_path):
     cfg = RunConfig(strategy=strategy, online=True, blurry="si-blurry", eval_every=150, num_experiences=4, device="cpu", seed=2)
-
-    def crash(event, info):
-        if event == "experience_start" and info["index"] == 2:
-            raise Crash
-
-    whole = run(cfg)
-    with pytest.raises(Crash):
-        run(cfg, callbacks=[crash], checkpoint_dir=tmp_path)
-    resumed = run(cfg, checkpoint_dir=tmp_path)
+    whole, resumed = whole_and_resumed(cfg, tmp_path, crash_at=2)
     assert resumed.extra["resumed"] is True
     assert resumed.extra["anytime"] == whole.extra["anytime"]
     assert resumed.acc_matrix == whole.acc_matrix and resumed.metrics == whole.metrics
