@@ -537,6 +537,9 @@ def cmd_sweep(args) -> int:
     configs = sweep.configs(here=args.engine != "ray")  # every name and value checked before anything runs
     if args.threads is not None:
         choose_threads(None, requested=args.threads)
+    from .loggers import check_loggers
+
+    check_loggers(args.log)
     print(f"sweep {args.file}: {len(configs)} runs -> {sweep.out}", file=sys.stderr)
     if args.dry_run:
         from .sweep import run_dir
@@ -557,7 +560,7 @@ def cmd_sweep(args) -> int:
 
     try:
         outcomes = run_sweep(sweep, workers=args.workers, engine=args.engine, address=args.address, on_outcome=on_outcome,
-                             threads=args.threads, batched=args.batched,
+                             threads=args.threads, batched=args.batched, log=args.log,
                              on_note=None if args.quiet else lambda msg: print(f"continual: {msg}", file=sys.stderr))
     finally:
         bar.close()
@@ -778,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batched", default="auto", choices=("auto", "on", "off"),
                    help="train the seeds of each configuration together in one process: auto (on CUDA only), on, off; "
                         "configurations it cannot batch train one seed at a time")
+    p.add_argument("--log", action="append", default=[], metavar="KIND[,KIND]",
+                   help="log every run to tensorboard, wandb and/or csv under <out>/logs (local engine)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their folders, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_sweep)

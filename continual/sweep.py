@@ -47,6 +47,11 @@ device, where it pays (on a CPU the small models' steps are bound by their matri
 locked together, it checkpoints in its first seed's folder (``checkpoints-batched``), and each
 seed's result is written to its own folder, noted ``extra["batched"]``. A seed whose result
 exists is skipped and the rest of its group trains without it.
+
+With ``log=["tensorboard", "csv", ...]`` (``continual sweep --log``) every local run logs into one
+folder, ``out/logs`` (so ``tensorboard --logdir out/logs`` shows the grid side by side), under the
+name ``<label>_seed<seed>_<run folder>`` (:mod:`continual.loggers`; seeds trained together each
+log their own run). Ray runs are not logged: their logs would be written on the workers' machines.
 """
 
 from __future__ import annotations
@@ -186,7 +191,31 @@ def is_finished(folder: Path) -> bool:
         return False
 
 
-def _execute(config_dict: dict, checkpoint_dir: str | None = None, threads: int | None = None, workers: int = 1) -> dict:
+LogSpec = tuple[list[str], str, list[str]]  # logger names, the log folder, each run's name
+
+
+def log_name(config: RunConfig, folder: Path) -> str:
+    """A run's name in a sweep's logs: readable, and unique through its folder's hash."""
+    label = "".join(c if c.isalnum() or c in "-_.[]=," else "_" for c in (config.label or config.strategy))[:80]
+    return f"{label}_seed{config.seed}_{folder.name}"
+
+
+def _loggers(log: LogSpec | None, config: RunConfig) -> list[list]:
+    """One list of loggers per run name in ``log`` (none without ``log``)."""
+    from .loggers import close_all, make_loggers
+
+    made: list[list] = []
+    try:
+        for name in log[2] if log else ():
+            made.append(make_loggers(log[0], log[1], run_name=name, epochs=config.resolve().epochs))
+    except BaseException:
+        close_all(logger for loggers in made for logger in loggers)
+        raise
+    return made
+
+
+def _execute(config_dict: dict, checkpoint_dir: str | None = None, threads: int | None = None, workers: int = 1,
+             log: LogSpec | None = None) -> dict:
     """Run one configuration (in this process, a pool worker or a Ray task) -> result dict or error.
 
     With a ``checkpoint_dir`` (local engines: the run's folder) the run checkpoints after each
@@ -196,32 +225,50 @@ def _execute(config_dict: dict, checkpoint_dir: str | None = None, threads: int 
     each taking all of them.
     """
     from .experiment import choose_threads, run, set_threads
+    from .loggers import close_all
 
+    loggers: list = []
     try:
         config = RunConfig(**config_dict)
         set_threads(choose_threads(config.model or config.resolve().model, requested=threads, workers=workers))
-        return {"ok": True, "result": run(config, checkpoint_dir=checkpoint_dir).to_dict()}
+        loggers = (_loggers(log, config) or [[]])[0]
+        result = run(config, checkpoint_dir=checkpoint_dir, callbacks=loggers)
+        for logger in loggers:
+            logger.finish(result)
+        return {"ok": True, "result": result.to_dict()}
     except ContinualError as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # a failed run is reported, not fatal to the sweep
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    finally:
+        close_all(loggers)
 
 
 def _execute_seeds(config_dict: dict, seeds: list[int], checkpoint_dir: str | None = None, threads: int | None = None,
-                   workers: int = 1) -> list[dict]:
+                   workers: int = 1, log: LogSpec | None = None) -> list[dict]:
     """Train the ``seeds`` of one configuration together (:func:`continual.batched.run_batched`)
     -> one reply per seed, as :func:`_execute` gives one (a failure fails every seed of the group)."""
     from .batched import run_batched
+    from .loggers import close_all, seed_callback
+
     from .experiment import choose_threads, set_threads
 
+    by_seed: list[list] = []
     try:
         config = RunConfig(**config_dict)
         set_threads(choose_threads(config.model or config.resolve().model, requested=threads, workers=workers))
-        return [{"ok": True, "result": r.to_dict()} for r in run_batched(config, seeds, checkpoint_dir=checkpoint_dir)]
+        by_seed = _loggers(log, config)
+        results = run_batched(config, seeds, checkpoint_dir=checkpoint_dir, callbacks=[seed_callback(by_seed)] if by_seed else ())
+        for result, loggers in zip(results, by_seed):
+            for logger in loggers:
+                logger.finish(result)
+        return [{"ok": True, "result": r.to_dict()} for r in results]
     except ContinualError as exc:
         return [{"ok": False, "error": str(exc)}] * len(seeds)
     except Exception as exc:
         return [{"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}] * len(seeds)
+    finally:
+        close_all(logger for loggers in by_seed for logger in loggers)
 
 
 Unit = list[tuple[int, RunConfig, Path]]  # runs trained in one process: one run, or the seeds of one configuration
@@ -256,15 +303,18 @@ def _units(pending: Sequence[tuple[int, RunConfig, Path]], batched: str, *, here
     return sorted(units, key=lambda unit: unit[0][0])
 
 
-def _execute_unit(unit: Unit, threads: int | None, workers: int = 1, *, local: bool = True) -> list[dict]:
+def _execute_unit(unit: Unit, threads: int | None, workers: int = 1, *, local: bool = True,
+                  log: list[str] | None = None, log_dir: Path | None = None) -> list[dict]:
     """Run a unit (see :func:`_units`) here -> one reply per run. Local units checkpoint in their
-    (first) run's folder; ``local=False`` (a Ray task) keeps no checkpoints."""
+    (first) run's folder; ``local=False`` (a Ray task) keeps no checkpoints. ``log``: logger names,
+    writing under ``log_dir`` (:func:`log_name` names each run)."""
+    spec = (log, str(log_dir), [log_name(c, f) for _, c, f in unit]) if log else None
     if len(unit) == 1:
         _, cfg, folder = unit[0]
-        return [_execute(cfg.to_dict(), str(folder / "checkpoints") if local else None, threads, workers)]
+        return [_execute(cfg.to_dict(), str(folder / "checkpoints") if local else None, threads, workers, spec)]
     cfg, folder = unit[0][1], unit[0][2]
     return _execute_seeds(cfg.to_dict(), [c.seed for _, c, _ in unit], str(folder / BATCHED_CHECKPOINTS) if local else None,
-                          threads, workers)
+                          threads, workers, spec)
 
 
 @dataclass
@@ -296,6 +346,7 @@ def run_sweep(
     threads: int | None = None,
     batched: str = "auto",
     on_note: Callable[[str], None] | None = None,
+    log: Sequence[str] | str | None = None,
 ) -> list[Outcome]:
     """Run every configuration of ``sweep`` that has no valid result yet.
 
@@ -311,6 +362,8 @@ def run_sweep(
             (see the module docstring).
         on_note: receives one line for each configuration whose seeds train one at a time
             although ``batched="on"`` asked otherwise (the reason).
+        log: logger names (``"tensorboard,csv"`` or a list; :mod:`continual.loggers`): every run
+            logs under ``out/logs`` (see the module docstring); local engine only.
 
     Returns:
         One :class:`Outcome` per configuration, in grid order (status ``"busy"``: another
@@ -326,6 +379,12 @@ def run_sweep(
         raise ContinualError(f"--workers {workers} must be at least 1")
     if batched not in BATCHED:
         raise ContinualError(f"unknown batched={batched!r}; expected one of {', '.join(BATCHED)}")
+    from .loggers import check_loggers
+
+    kinds = check_loggers(log)  # unknown names and missing extras, before anything runs
+    if kinds and engine == "ray":
+        raise ContinualError("--log with --engine ray: the logs would be written on the Ray workers' machines; "
+                             "log a local sweep (--engine local)")
     if engine == "ray":
         check_ray_address(address)  # before anything is written
     configs = sweep.configs(here=engine != "ray")
@@ -390,6 +449,7 @@ def run_sweep(
         return held, locks
 
     units = _units(pending, batched, here=engine != "ray", on_note=on_note)
+    log_dir = sweep.out / "logs"
     if engine == "ray":
         _run_ray(units, address, finish_unit, threads or 1)
     elif workers == 1:
@@ -397,7 +457,7 @@ def run_sweep(
             held, locks = claim_unit(unit)
             try:
                 if held:
-                    finish_unit(held, _execute_unit(held, threads))
+                    finish_unit(held, _execute_unit(held, threads, log=kinds, log_dir=log_dir))
             finally:
                 for lock in locks:
                     lock.release()
@@ -415,7 +475,8 @@ def run_sweep(
                     for unit in queue:
                         held, locks = claim_unit(unit)
                         if held:
-                            running[pool.submit(_execute_unit, held, threads, workers)] = (held, locks)
+                            running[pool.submit(_execute_unit, held, threads, workers, log=kinds, log_dir=log_dir)] = \
+                                (held, locks)
                             return
 
                 for _ in range(workers):

@@ -456,3 +456,28 @@ def test_a_batched_sweep_resumes_its_groups_checkpoints(tmp_path):
         assert rb.extra["resumed"] is True and "resumed" not in ra.extra
         assert ra.acc_matrix == rb.acc_matrix and ra.penalties == rb.penalties
     assert not (first / "checkpoints-batched").exists()
+
+
+def test_a_sweep_logs_every_run_under_out_logs(tmp_path, capsys):
+    """``--log csv``: one CSV per run (seeds trained together too, each its own) in ``out/logs``,
+    holding the rows and final metrics its result file holds; Ray runs are refused in one line."""
+    from continual.loggers import read_csv
+    from continual.sweep import log_name
+
+    obj = {"out": str(tmp_path / "out"), "seeds": 2, "base": {"epochs": 1, "device": "cpu", "num_experiences": 3},
+           "strategies": {"finetune": {}, "er-ace": {"mem": 50}}}
+    outcomes = run_sweep(Sweep.from_dict(obj), batched="on", log="csv")
+    assert [o.status for o in outcomes] == ["done"] * 4
+    for o in outcomes:
+        result = load_result(o.folder / "result.json")
+        records = read_csv(tmp_path / "out" / "logs" / "csv" / f"{log_name(o.config, o.folder)}.csv")
+        rows = {(r.step, r.key): r.value for r in records if r.key.startswith("accuracy/")}
+        assert rows == {(i, f"accuracy/experience_{j}"): v for i, row in enumerate(result.acc_matrix) for j, v in enumerate(row)}
+        metric = [r.value for r in records if r.key == "metrics/final_average_accuracy"]
+        assert metric == [result.metrics["final_average_accuracy"]]
+        assert sum(r.key == "train/loss" for r in records) == 3  # one epoch in each of 3 experiences
+    with pytest.raises(ContinualError, match="unknown logger 'nope'; expected tensorboard, wandb or csv"):
+        run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "bad")}), log="nope")
+    with pytest.raises(ContinualError, match="--log with --engine ray"):
+        run_sweep(Sweep.from_dict({**obj, "out": str(tmp_path / "ray")}), log="csv", engine="ray")
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "ray").exists()
