@@ -785,8 +785,6 @@ def build(config: RunConfig, *, callbacks: Sequence[Callback] = ()) -> Built:
 
 def _unnormalised(stream):
     """``stream`` with each transform's mean/std normalisation removed (pixels scaled to [0, 1] only)."""
-    from .streams import Stream
-
     experiences = []
     for e in stream:
         t = e.transform
@@ -794,7 +792,7 @@ def _unnormalised(stream):
             raise ContinualError(f"normalise=False with benchmark {stream.name!r}: its training augmentation pads with "
                                  "the normalised black; keep normalise=True")
         experiences.append(dataclasses.replace(e, transform=dataclasses.replace(t, mean=(0.0,) * len(t.mean), std=(1.0,) * len(t.std))))
-    return Stream(experiences, name=stream.name, scenario=stream.scenario, num_classes=stream.num_classes, class_order=stream.class_order)
+    return stream.derive(experiences)
 
 
 def _feature_cache_problem(cfg: RunConfig, model: torch.nn.Module, plugins: Sequence[object], stream) -> str | None:

@@ -111,8 +111,7 @@ def cache_features(model: nn.Module, stream: Stream, *, batch_size: int = 1024) 
     if experiences and experiences[0].x_train.is_cuda:
         torch.cuda.synchronize(experiences[0].x_train.device)
     seconds = time.perf_counter() - start
-    cached = Stream(experiences, name=stream.name, scenario=stream.scenario, num_classes=stream.num_classes,
-                    class_order=stream.class_order)
+    cached = stream.derive(experiences)
     dim = int(experiences[0].x_train.shape[1]) if experiences else 0
     samples = sum(e.num_train + e.num_test for e in experiences)
     return cached, {"cached": True, "dim": dim, "samples": samples, "seconds": seconds,

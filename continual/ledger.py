@@ -206,6 +206,8 @@ def provenance(config: Mapping[str, object], stream: object, environment: Mappin
         "weight_decay", "lr_schedule", "class_order": {"name", "seed", "order"}, "classes_per_experience",
         "seed", "model", "head", "classifier", "memory": {mem, mem_per_class, buffer, selection
         present in the strategy's parameters}, "versions": {"continual", "torch", "python", "numpy"}}``;
+        when the dataset names its classes (class and task scenarios), also ``"experience_classes"``:
+        each experience's class names (:meth:`continual.streams.Stream.experience_class_names`);
         for a benchmark on the user's data (``split:PATH``...) also ``"dataset"``: its path,
         content fingerprint, class names and how it was read (:func:`continual.user_data.record`).
         ``class_order.name`` is ``"standard"`` (0..C-1), ``"random"`` (seed: the run's seed), a
@@ -221,7 +223,8 @@ def provenance(config: Mapping[str, object], stream: object, environment: Mappin
     params = config.get("params") or {}
     schedule = config.get("lr_schedule")
     dataset = record(config.get("benchmark"))  # the user's own data: its path, fingerprint and how it was read
-    return ({"dataset": dataset} if dataset else {}) | {
+    names = stream.experience_class_names() if callable(getattr(stream, "experience_class_names", None)) else None
+    return ({"dataset": dataset} if dataset else {}) | ({"experience_classes": names} if names else {}) | {
         "augmentation": describe_augmentation(getattr(transform, "augment", None)),
         "normalisation": describe_normalisation(transform),
         "batch_size": config.get("batch_size"),

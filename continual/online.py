@@ -199,8 +199,8 @@ def _build(stream: Stream, *, protocol: str, disjoint: int, blurry: int, seed: i
             transform=stream[0].transform, scenario="class",
         ))
     original = [stream.class_order[c] for c in first_seen]
-    return Stream(experiences, name=f"{stream.name}-{protocol}-{disjoint}-{blurry}", scenario="class",
-                  num_classes=len(first_seen), class_order=original)
+    return stream.derive(experiences, name=f"{stream.name}-{protocol}-{disjoint}-{blurry}", scenario="class",
+                         num_classes=len(first_seen), class_order=original)
 
 
 def blurry(source: Stream | Dataset, *, disjoint: int, blurry: int, num_experiences: int | None = None, seed: int = 0) -> Stream:
@@ -256,8 +256,7 @@ def shuffled(stream: Stream, *, seed: int = 0) -> Stream:
     for e in stream:
         order = torch.randperm(e.num_train, generator=g).to(e.device)
         experiences.append(replace(e, x_train=e.x_train[order], y_train=e.y_train[order], t_train=e.t_train[order]))
-    return Stream(experiences, name=stream.name, scenario=stream.scenario, num_classes=stream.num_classes,
-                  class_order=stream.class_order)
+    return stream.derive(experiences)
 
 
 def make_blurry(stream: Stream, protocol: str, *, seed: int = 0) -> Stream:

@@ -125,16 +125,22 @@ def _plot_curves(results: Sequence[Result], curve, ylabel: str, *, ax, band: str
 
 def plot_per_experience(results: Sequence[Result], *, ax=None, band: str = "ci", title: str | None = None):
     """Accuracy on each experience (one line each) from the random initialisation (x = 0) through
-    every training step, mean over the given results (one strategy, several seeds)."""
+    every training step, mean over the given results (one strategy, several seeds). A line is
+    labelled with its experience's class names when the results recorded them (the dataset names
+    its classes: Fashion-MNIST's, a user's folders)."""
     if not results:
         raise ContinualError("no results to plot")
     fig, ax = _axes(ax)
     rows = np.stack([np.vstack([r.random_init, r.acc_matrix]) for r in results])  # (seeds, T+1, T)
     T = rows.shape[2]
     x = np.arange(T + 1)
+    names = results[0].provenance.get("experience_classes") if isinstance(results[0].provenance, dict) else None
     for j in range(T):
         mean, half = _mean_band(rows[:, :, j], band)
-        (line,) = ax.plot(x, 100 * mean, marker=".", label=f"experience {j}")
+        label = f"experience {j}"
+        if isinstance(names, list) and len(names) == T and names[j]:
+            label += ": " + textwrap.shorten(", ".join(map(str, names[j])), width=40, placeholder="...")
+        (line,) = ax.plot(x, 100 * mean, marker=".", label=label)
         if half.any():
             ax.fill_between(x, 100 * (mean - half), 100 * (mean + half), color=line.get_color(), alpha=0.15, linewidth=0)
     r0 = results[0]

@@ -129,6 +129,8 @@ class Stream(Sequence[Experience]):
         scenario: ``"class"``, ``"task"`` or ``"domain"``.
         num_classes: size of the label space of the whole stream.
         class_order: original label of each renumbered label (identity when not renumbered).
+        class_names: the dataset's names of its original labels (indexed by original label), or
+            ``None``; :meth:`experience_class_names` gives each experience's.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Stream(Sequence[Experience]):
         scenario: Scenario,
         num_classes: int,
         class_order: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ContinualError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
@@ -147,16 +150,36 @@ class Stream(Sequence[Experience]):
         self.scenario: Scenario = scenario
         self.num_classes = num_classes
         self.class_order = tuple(class_order) if class_order is not None else tuple(range(num_classes))
+        self.class_names = tuple(class_names) if class_names is not None else None
+
+    def derive(self, experiences: Sequence[Experience], **changes) -> Stream:
+        """A stream of other ``experiences`` (cut, moved, cached...) with this one's name, scenario,
+        number of classes, class order and class names, except the ``changes`` given."""
+        same = {"name": self.name, "scenario": self.scenario, "num_classes": self.num_classes,
+                "class_order": self.class_order, "class_names": self.class_names}
+        return Stream(experiences, **(same | changes))
+
+    def experience_class_names(self) -> list[list[str]] | None:
+        """Each experience's classes by name (through :attr:`class_order`), in the class and task
+        scenarios when the dataset names its classes; ``None`` otherwise.
+
+        >>> from continual.data import digits
+        >>> split(digits(), 5).experience_class_names()[:2]
+        [['0', '1'], ['2', '3']]
+        """
+        if self.class_names is None or self.scenario == "domain":
+            return None
+        names = self.class_names
+        if any(not 0 <= self.class_order[c] < len(names) for e in self._experiences for c in e.classes):
+            return None
+        return [[names[self.class_order[c]] for c in e.classes] for e in self._experiences]
 
     def __len__(self) -> int:
         return len(self._experiences)
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return Stream(
-                self._experiences[i], name=self.name, scenario=self.scenario,
-                num_classes=self.num_classes, class_order=self.class_order,
-            )
+            return self.derive(self._experiences[i])
         return self._experiences[i]
 
     def __iter__(self) -> Iterator[Experience]:
@@ -168,10 +191,7 @@ class Stream(Sequence[Experience]):
 
     def to(self, device: torch.device | str) -> Stream:
         """The stream with every experience on ``device``."""
-        return Stream(
-            [e.to(device) for e in self._experiences], name=self.name, scenario=self.scenario,
-            num_classes=self.num_classes, class_order=self.class_order,
-        )
+        return self.derive([e.to(device) for e in self._experiences])
 
     def task_class_mask(self) -> Tensor:
         """Boolean ``(num_tasks, num_classes)``: which classes each task id may predict.
@@ -356,7 +376,7 @@ def split(
         )
     return Stream(
         experiences, name=name or f"split-{dataset.name}", scenario=scenario,
-        num_classes=num_classes, class_order=order,
+        num_classes=num_classes, class_order=order, class_names=dataset.class_names,
     )
 
 
@@ -373,7 +393,7 @@ def _domain_stream(dataset: Dataset, inputs: list[tuple[Tensor, Tensor]], name: 
         )
         for i, (xtr, xte) in enumerate(inputs)
     ]
-    return Stream(experiences, name=name, scenario="domain", num_classes=num_classes)
+    return Stream(experiences, name=name, scenario="domain", num_classes=num_classes, class_names=dataset.class_names)
 
 
 def permuted(

@@ -135,8 +135,7 @@ def split_stream(stream: Stream, fraction: float, *, seed: int) -> tuple[Stream,
         validation.append(dataclasses.replace(
             e, x_train=e.x_train[:0], y_train=e.y_train[:0], t_train=e.t_train[:0],
             x_test=e.x_train[held], y_test=e.y_train[held], t_test=e.t_train[held]))
-    same = {"name": stream.name, "scenario": stream.scenario, "num_classes": stream.num_classes, "class_order": stream.class_order}
-    return Stream(train, **same), Stream(validation, **same)
+    return stream.derive(train), stream.derive(validation)
 
 
 class ValidationMatrix:

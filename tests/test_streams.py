@@ -247,3 +247,26 @@ def test_split_names_parse():
     for bad in ("B50", "Inc10", "B50-Inc0", "50-10", "B-1-Inc2"):
         with pytest.raises(ContinualError, match="expected B<first>-Inc<increment>"):
             parse_split(bad)
+
+
+def test_streams_keep_the_datasets_class_names_through_every_derived_stream():
+    """Class names follow the class order into each experience, survive slicing, moving, the
+    blurry cut and the validation hold-out, and reach the result's provenance (the plots' legends);
+    a domain stream has none per experience."""
+    from continual import RunConfig, run
+    from continual.online import make_blurry
+    from continual.validation import split_stream
+
+    d = digits()
+    s = split(d, 5, class_order=[9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    assert s.experience_class_names() == [["9", "8"], ["7", "6"], ["5", "4"], ["3", "2"], ["1", "0"]]
+    assert s[1:3].experience_class_names() == [["7", "6"], ["5", "4"]] and s.to("cpu").class_names == d.class_names
+    train, held = split_stream(s, 0.2, seed=0)
+    assert train.experience_class_names() == held.experience_class_names() == s.experience_class_names()
+    blurred = make_blurry(s, "i-blurry-50-10", seed=0)
+    assert {n for names in blurred.experience_class_names() for n in names} == set(d.class_names)  # blurry: in several
+    assert permuted(d, 2).experience_class_names() is None
+    r = run(RunConfig(benchmark="split-digits", epochs=1, num_experiences=2, device="cpu", classes=[0, 1, 2, 3]))
+    assert r.provenance["experience_classes"] == [["0", "1"], ["2", "3"]]
+    assert "experience_classes" not in run(RunConfig(benchmark="permuted-digits", epochs=1, num_experiences=2,
+                                                     device="cpu")).provenance
