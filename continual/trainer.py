@@ -344,8 +344,9 @@ class Trainer:
         for p in self.plugins:
             name = getattr(p, "name", type(p).__name__)
             if getattr(p, "rebuilds_optimizer", False) or getattr(p, "skips_training", False):
-                raise ContinualError(f"plugin {name!r} rebuilds or fits its model at experience boundaries (e.g. GDumb retrains from "
-                                     "scratch before each evaluation): it has no single-pass online form")
+                raise ContinualError(f"plugin {name!r} rebuilds or fits its model at experience boundaries (e.g. GDumb retrains "
+                                     "from scratch on its memory before each evaluation), which the online loop does not do; "
+                                     "run it offline")
             if getattr(p, "classifier", None) and callable(getattr(p, "predict", None)):
                 raise ContinualError(f"plugin {name!r} is an evaluation classifier ({p.classifier!r}); an online run evaluates "
                                      "the model's own argmax at every anytime point")
