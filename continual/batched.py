@@ -60,8 +60,11 @@ What a plugin must do to be batchable (in one place):
    delegated too, each seed's plugin called on its slice of the stacked logits (it stores them in
    its buffer and returns its MSE and CE on the replayed rows, differentiable in the stack), and
    the task loss is the mean over the rows not ignored (the replayed rows' ``IGNORE_LABEL``), as
-   ``F.cross_entropy``'s. Delegation costs S hook calls per step. ``before_step`` and
-   ``criterion`` hooks are not batched yet (A-GEM, ER-ACE, iCaRL), nor ``batch`` or ``penalty``
+   ``F.cross_entropy``'s. ER-ACE is delegated the same way: its ``batch`` joins as ER's does (and
+   remembers how many rows are incoming), and its ``criterion``, each seed's plugin on its slice
+   of the stacked logits, gives that seed's task loss (its asymmetric cross-entropy and its own
+   running set of classes seen). Delegation costs S hook calls per step. ``before_step`` hooks and
+   other ``criterion`` hooks are not batched yet (A-GEM, iCaRL), nor ``batch`` or ``penalty``
    hooks of other kinds.
    Step-level code must not draw from the global RNG (dropout, augmentation): there is one global
    RNG for N seeds during a step; a plugin's own generator, one per seed, is fine.
@@ -127,14 +130,14 @@ from .regularizers.base import QuadraticPenalty
 from .regularizers.lwf import LwF
 from .regularizers.si import SI
 from .replay.buffers import IGNORE_LABEL
-from .replay.er import ER, DERpp
+from .replay.er import ER, ERACE, DERpp
 from .files import atomic_torch_save
 from .results import Result, by_step
 from .streams import Experience, concat
 from .trainer import Callback, Plugin, load_plugin_state
 
 BATCHABLE_STRATEGIES = ("finetune", "joint", "cumulative", "l2", "ewc", "online-ewc", "mas", "si", "lwf", "replay", "der++",
-                        "ewc+replay")
+                        "ewc+replay", "er-ace")
 BATCHABLE_HEADS = ("fixed", "incremental")
 FORWARDS = ("auto", "vmap")
 StepHook = Callable[[Tensor], None]  # on_step(losses): each seed's task loss of the step, (S,), detached
@@ -216,8 +219,8 @@ def batchable(config: RunConfig) -> str | None:
     Example:
         >>> batchable(RunConfig(strategy="ewc")) is None
         True
-        >>> batchable(RunConfig(strategy="er-ace")).split(" (batched:")[0]
-        "strategy 'er-ace' is not batched yet"
+        >>> batchable(RunConfig(strategy="a-gem")).split(" (batched:")[0]
+        "strategy 'a-gem' is not batched yet"
     """
     if config.strategy not in BATCHABLE_STRATEGIES:
         return f"strategy {config.strategy!r} is not batched yet (batched: {', '.join(BATCHABLE_STRATEGIES)})"
@@ -276,8 +279,9 @@ class _Seeds:
             for p in plugins:
                 bad = [h for h in ("batch", "before_step", "after_step", "experience_data") if _overrides(p, h)
                        and not (h == "after_step" and type(p) is SI)  # SI's path integral: _StackedPaths
-                       and not (h == "batch" and type(p) in (ER, DERpp))]  # replay: each seed's own plugin on its slice (join)
-                if bad or callable(getattr(p, "criterion", None)) or getattr(p, "rebuilds_optimizer", False) \
+                       and not (h == "batch" and type(p) in (ER, ERACE, DERpp))]  # replay: each seed's own plugin on its slice (join)
+                criterion = callable(getattr(p, "criterion", None)) and type(p) is not ERACE  # ER-ACE's: delegated per seed
+                if bad or criterion or getattr(p, "rebuilds_optimizer", False) \
                         or getattr(p, "skips_training", False) or getattr(p, "classifier", None):
                     raise ContinualError(f"plugin {_name(p)!r} is not batchable ({', '.join(bad) or 'it changes the loop'})")
                 if _overrides(p, "penalty") and not (isinstance(p, QuadraticPenalty) or type(p) in (LwF, DERpp)):
@@ -298,6 +302,7 @@ class _Seeds:
         self.joins = [[p for p in plugins if _overrides(p, "batch")] for plugins in self.plugins]  # per seed, in order
         self.paths: list[tuple[_StackedPaths, int]] = []  # per SI plugin: its stacked path integral, its penalty's index
         self.ignores = any(type(p) is DERpp for p in self.plugins[0])  # replayed rows joined with IGNORE_LABEL
+        self.criteria = [next((p.criterion for p in plugins if type(p) is ERACE), None) for plugins in self.plugins]  # per seed
         self.train_time: list[float] = []
         self.eval_time: list[float] = []
         self.plugin_time: list[float] = []
@@ -668,11 +673,14 @@ class _Seeds:
                 xb = transform(x.reshape(S * B, *x.shape[2:]), train=True).reshape(S, B, *x.shape[2:])
                 raw = self.forward(xb)  # (S, B, C)
                 out = self.task_masked(raw, t)
-                ce = F.cross_entropy(out.reshape(S * B, -1), y.reshape(-1), reduction="none").view(S, B)  # (S, B)
-                if self.ignores:  # the mean over the rows not ignored, as F.cross_entropy's
-                    task = ce.sum(1) / (y != IGNORE_LABEL).sum(1)  # (S,)
+                if self.criteria[0] is not None:  # ER-ACE: each seed's own loss on its slice (delegated)
+                    task = torch.stack([criterion(out[i], y[i]) for i, criterion in enumerate(self.criteria)])  # (S,)
                 else:
-                    task = ce.mean(1)  # (S,)
+                    ce = F.cross_entropy(out.reshape(S * B, -1), y.reshape(-1), reduction="none").view(S, B)  # (S, B)
+                    if self.ignores:  # the mean over the rows not ignored, as F.cross_entropy's
+                        task = ce.sum(1) / (y != IGNORE_LABEL).sum(1)  # (S,)
+                    else:
+                        task = ce.mean(1)  # (S,)
                 loss = task
                 if self.stacked:
                     h0 = time.perf_counter()

@@ -388,19 +388,19 @@ def test_a_ray_sweep_leaves_the_device_to_the_workers(tmp_path):
 
 # ----------------------------------------------------------------- seeds trained together
 BATCHED_SWEEP = {"seeds": 3, "base": {"epochs": 1, "device": "cpu"},
-                 "strategies": {"finetune": {}, "er-ace": {"mem": 100}}}
+                 "strategies": {"finetune": {}, "a-gem": {}}}
 
 
 def test_a_batched_sweep_trains_each_configurations_seeds_together(tmp_path):
     """``batched="on"``: finetune's three seeds train as one unit (noted in each result, which
     agrees with the seed's run alone to the batched products' rounding: test_batched's bound),
-    er-ace's train one at a time with the reason given once; a restart skips them all, and a seed
+    a-gem's train one at a time with the reason given once; a restart skips them all, and a seed
     whose result is gone trains alone."""
     notes = []
     sweep = Sweep.from_dict({**BATCHED_SWEEP, "out": str(tmp_path)})
     outcomes = run_sweep(sweep, batched="on", on_note=notes.append)
     assert [o.status for o in outcomes] == ["done"] * 6
-    assert len(notes) == 1 and notes[0].startswith("er-ace: training the seeds one at a time: strategy 'er-ace' is not batched")
+    assert len(notes) == 1 and notes[0].startswith("a-gem: training the seeds one at a time: strategy 'a-gem' is not batched")
     results = [load_result(o.folder / "result.json") for o in outcomes]
     assert [r.extra.get("batched", {}).get("seeds") for r in results] == [3, 3, 3, None, None, None]
     assert not any((o.folder / "checkpoints-batched").exists() or (o.folder / "checkpoints").exists() for o in outcomes)
