@@ -107,7 +107,7 @@ def part_process(repeats: int) -> None:
         "run split-digits finetune (default threads)": exe + ["run", "--benchmark", "split-digits", "--strategy", "finetune", "--seeds", "1", "--device", "cpu", "--quiet", "--out", "r3"],
         "run split-digits ewc (default threads)": exe + ["run", "--benchmark", "split-digits", "--strategy", "ewc", "--seeds", "1", "--device", "cpu", "--quiet", "--out", "r4"],
         "sweep regularizers.toml --workers 4": exe + ["sweep", str(sweep), "--workers", "4", "--quiet", "--set", "out=sw"],
-        "demo (14 strategies x 3 seeds)": exe + ["demo", "--quiet", "--out", "demo"],
+        "demo (every strategy x 3 seeds)": exe + ["demo", "--quiet", "--out", "demo"],
     }
     print(f"\nwhole processes, median of {repeats} (s); {CORES} cores; quiet and loaded alternate")
     print(f"{'command':<48} {'quiet':>8} {'loaded':>8} {'loaded/quiet':>13}")
