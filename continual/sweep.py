@@ -291,15 +291,11 @@ def _units(pending: Sequence[tuple[int, RunConfig, Path]], batched: str, *, here
     units: list[Unit] = []
     for group in groups.values():
         cfg = group[0][1]
-        reason = None
-        if len(group) < 2 or (batched == "auto" and resolve_device(cfg.device, here=here).type != "cuda"):
-            reason = ""
-        else:
-            reason = batchable(cfg)
-        if reason:
-            if on_note:
-                on_note(f"{cfg.label or cfg.strategy}: training the seeds one at a time: {reason}")
-        units.extend([[item] for item in group] if reason is not None else [group])
+        wanted = len(group) > 1 and (batched == "on" or resolve_device(cfg.device, here=here).type == "cuda")
+        reason = batchable(cfg) if wanted else None
+        if reason and on_note:
+            on_note(f"{cfg.label or cfg.strategy}: training the seeds one at a time: {reason}")
+        units.extend([group] if wanted and reason is None else [[item] for item in group])
     return sorted(units, key=lambda unit: unit[0][0])
 
 
